@@ -1,0 +1,216 @@
+"""The `domainrag` command: serve, ingest, query, create-tenant and demo."""
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.client import ApiError, DomainRagClient, JobFailedError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+REPOSITORY = Path(__file__).resolve().parent.parent
+UPLOAD_BATCH_FILES = 200
+
+
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("DOMAINRAG_URL", DEFAULT_URL),
+                        help="service base URL (env DOMAINRAG_URL)")
+    parser.add_argument("--api-key", default=os.environ.get("DOMAINRAG_API_KEY"),
+                        help="tenant API key (env DOMAINRAG_API_KEY)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.logs import configure_logging
+    from app.settings import get_settings
+
+    configure_logging(args.log_level)
+    settings = get_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
+                log_config=None, access_log=False)
+    return 0
+
+
+def ingest(args: argparse.Namespace) -> int:
+    """Upload files or folders in batches and show a progress bar over the documents processed."""
+    from tqdm import tqdm
+
+    paths = []
+    for argument in args.paths:
+        path = Path(argument)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            print(f"error: {argument} is not a file or folder", file=sys.stderr)
+            return 2
+    if not paths:
+        print("error: no files to upload", file=sys.stderr)
+        return 2
+    client = DomainRagClient(args.url, api_key=args.api_key)
+    if args.create:
+        client.create_or_get_knowledge_base(args.kb)
+
+    totals = {"processed": 0, "failed": 0, "unchanged": 0}
+    with tqdm(total=len(paths), unit="file", desc=f"ingest into {args.kb}") as progress:
+        for start in range(0, len(paths), UPLOAD_BATCH_FILES):
+            batch = paths[start:start + UPLOAD_BATCH_FILES]
+            job = client.wait_for_job(client.upload_files(args.kb, batch), poll_interval_s=0.5)
+            for key in totals:
+                totals[key] += job[key]
+            for error in job["errors"]:
+                tqdm.write(f"  {error['source']}: {error['message']}")
+            progress.update(len(batch))
+    print(f"processed {totals['processed']} documents ({totals['unchanged']} unchanged), failed {totals['failed']}")
+    return 0 if totals["failed"] == 0 else 1
+
+
+def query(args: argparse.Namespace) -> int:
+    client = DomainRagClient(args.url, api_key=args.api_key, timeout_s=600)
+    if args.search:
+        result = client.search(args.kb, args.question, args.top_k)
+        for rank, hit in enumerate(result["hits"], start=1):
+            print(f"{rank:>3}. {hit['document_id']} ({hit['score']:.4f}) {hit['text'][:100]!r}")
+        return 0
+    print_answer(client.query(args.kb, args.question, args.top_k))
+    return 0
+
+
+def print_answer(result: dict) -> None:
+    print(result["answer"])
+    print()
+    for citation in result["citations"]:
+        snippet = " ".join(citation["snippet"].split())[:160]
+        print(f"[{citation['marker']}] {citation['document_id']} ({citation['chunk_id']}): {snippet}...")
+    timings = ", ".join(f"{name} {value:.0f} ms" for name, value in result["timings_ms"].items())
+    print(f"\ntimings: {timings}")
+
+
+def create_tenant(args: argparse.Namespace) -> int:
+    admin_key = args.admin_key or os.environ.get("DOMAINRAG_ADMIN_KEY")
+    client = DomainRagClient(args.url, admin_key=admin_key)
+    print(json.dumps(client.create_tenant(args.name), indent=2))
+    return 0
+
+
+def _wait_ready(client: httpx.Client, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with status {process.returncode} before it was ready; "
+                               "see the log lines above")
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the service was not ready after {timeout:.0f} s")
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Start the service on an embedded data directory, ingest the example corpus and answer a question."""
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    credentials_path = data_dir / "demo-credentials.json"
+    credentials = json.loads(credentials_path.read_text()) if credentials_path.exists() else {}
+    admin_key = os.environ.get("DOMAINRAG_ADMIN_KEY") or credentials.get("admin_key") or secrets.token_urlsafe(24)
+    url = f"http://127.0.0.1:{args.port}"
+    environment = {**os.environ, "DOMAINRAG_DATA_DIR": str(data_dir), "DOMAINRAG_ADMIN_KEY": admin_key,
+                   "DOMAINRAG_HOST": "127.0.0.1", "DOMAINRAG_PORT": str(args.port), "HF_HUB_OFFLINE": "1"}
+    print(f"starting the service on {url} with data in {data_dir}", flush=True)
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--log-level", "WARNING"],
+                               env=environment, cwd=REPOSITORY)
+    try:
+        with httpx.Client(base_url=url, timeout=600) as http:
+            _wait_ready(http, process, timeout=600)
+        client = DomainRagClient(url, api_key=credentials.get("api_key"), admin_key=admin_key, timeout_s=600)
+        if "api_key" not in credentials:
+            tenant = client.create_tenant(f"demo-{secrets.token_hex(3)}")
+            credentials = {"admin_key": admin_key, "tenant": tenant["name"], "api_key": tenant["api_key"]}
+            credentials_path.write_text(json.dumps(credentials, indent=2))
+            credentials_path.chmod(0o600)
+            client.api_key = tenant["api_key"]
+        knowledge_base = client.create_or_get_knowledge_base("pubmed")
+        corpus = REPOSITORY / "examples" / "pubmed_abstracts.ndjson"
+        documents = [json.loads(line) for line in corpus.read_text().splitlines() if line.strip()]
+        job = client.wait_for_job(client.upload_batch("pubmed", documents))
+        print(f"knowledge base 'pubmed' ({knowledge_base['id']}): {job['processed']} documents processed, "
+              f"{job['unchanged']} unchanged, {job['failed']} failed")
+
+        question = args.question or json.loads((REPOSITORY / "examples" / "questions.json").read_text())[0]["question"]
+        print(f"\nQ: {question}\n")
+        print_answer(client.query("pubmed", question, top_k=args.top_k))
+        print(f"\ntenant key saved in {credentials_path}; run `domainrag serve` with DOMAINRAG_DATA_DIR={data_dir} "
+              "to keep the service up")
+    except (ApiError, JobFailedError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="domainrag", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("serve", help="run the HTTP service (settings from DOMAINRAG_* variables)")
+    command.add_argument("--host", help="bind address (default DOMAINRAG_HOST or 127.0.0.1)")
+    command.add_argument("--port", type=int, help="port (default DOMAINRAG_PORT or 8000)")
+    command.add_argument("--log-level", default="INFO")
+    command.set_defaults(handler=serve)
+
+    command = commands.add_parser("ingest", help="upload files or folders into a knowledge base")
+    command.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
+    command.add_argument("--kb", required=True, help="knowledge base name, id or alias")
+    command.add_argument("--create", action="store_true", help="create the knowledge base if it does not exist")
+    _service_options(command)
+    command.set_defaults(handler=ingest)
+
+    command = commands.add_parser("query", help="ask a question (or search with --search)")
+    command.add_argument("question")
+    command.add_argument("--kb", required=True)
+    command.add_argument("--top-k", type=int, default=5)
+    command.add_argument("--search", action="store_true", help="print search hits instead of an answer")
+    _service_options(command)
+    command.set_defaults(handler=query)
+
+    command = commands.add_parser("create-tenant", help="create a tenant and print its API key once")
+    command.add_argument("name")
+    command.add_argument("--admin-key", help="admin key (env DOMAINRAG_ADMIN_KEY)")
+    command.add_argument("--url", default=os.environ.get("DOMAINRAG_URL", DEFAULT_URL))
+    command.set_defaults(handler=create_tenant)
+
+    command = commands.add_parser("demo", help="start the service, ingest examples/ and answer a question")
+    command.add_argument("--data-dir", default=str(REPOSITORY / "data"))
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--question", help="question to ask (default: the first of examples/questions.json)")
+    command.add_argument("--top-k", type=int, default=4)
+    command.set_defaults(handler=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ApiError, JobFailedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as error:
+        print(f"error: cannot reach the service at {getattr(args, 'url', DEFAULT_URL)}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

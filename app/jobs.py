@@ -1,0 +1,196 @@
+"""Background ingestion: a worker thread runs queued jobs; unfinished jobs resume after a restart.
+
+A job lists uploaded items stored content-addressed under the knowledge base's raw/ folder. Each document is
+written to the catalog in its own transaction and then applied to the indices, so a crash leaves every
+document either fully indexed or untouched, and re-running a job skips what it already stored (same hash).
+"""
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from app.services import Services
+from ingestion.loaders.base import ItemError, ParsedDocument
+from ingestion.pipeline import PreparedDocument, parse_item, prepare
+from storage.catalog import Job, NewChunk
+
+logger = logging.getLogger(__name__)
+
+# Embed this many documents' chunks together; larger batches use the embedder better, smaller ones report
+# progress sooner.
+DOCUMENTS_PER_BATCH = 32
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+def raw_directory(data_dir: Path, knowledge_base_id: str) -> Path:
+    return data_dir / "kb" / knowledge_base_id / "raw"
+
+
+def store_raw(data_dir: Path, knowledge_base_id: str, data: bytes) -> str:
+    """Store an upload under its SHA-256 and return the digest; identical uploads share one file."""
+    digest = hashlib.sha256(data).hexdigest()
+    directory = raw_directory(data_dir, knowledge_base_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / digest
+    if not path.exists():
+        temporary = directory / f"{digest}.{threading.get_ident()}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    return digest
+
+
+class JobRunner:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for job in self.services.catalog.unfinished_jobs():
+            logger.info("resuming job", extra={"job": job.id, "knowledge_base": job.knowledge_base_id})
+            self._queue.put(job.id)
+        self._thread = threading.Thread(target=self._run, name="ingestion", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the document in flight, leave the rest of the job queued for the next start."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until no job is queued or running; for tests and the CLI."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            job_id = self._queue.get()
+            try:
+                if job_id is None:
+                    return
+                job = self.services.catalog.get_job(job_id)
+                if job is None or job.status not in ("queued", "running"):
+                    continue
+                self._run_job(job)
+            except Exception:
+                logger.exception("ingestion job crashed", extra={"job": job_id})
+                self._fail(job_id, "internal error while ingesting; see the service log")
+            finally:
+                self._queue.task_done()
+
+    def _fail(self, job_id: str, message: str) -> None:
+        job = self.services.catalog.get_job(job_id)
+        if job is not None:
+            job.status = "failed"
+            job.errors.append({"source": "job", "message": message})
+            self.services.catalog.update_job(job)
+
+    def _run_job(self, job: Job) -> None:
+        catalog = self.services.catalog
+        knowledge_base = next((kb for kb in catalog.all_knowledge_bases() if kb.id == job.knowledge_base_id), None)
+        if knowledge_base is None:
+            return
+        job.status, job.total, job.processed, job.failed, job.unchanged, job.errors = "running", 0, 0, 0, 0, []
+        catalog.update_job(job)
+        logger.info("job started", extra={"job": job.id, "knowledge_base": knowledge_base.id, "items": len(job.items)})
+        started = time.perf_counter()
+        last_progress = started
+
+        batch: list[PreparedDocument] = []
+        for item in job.items:
+            path = raw_directory(self.services.settings.data_dir, knowledge_base.id) / item["raw"]
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                job.total += 1
+                job.failed += 1
+                job.errors.append({"source": item["source"], "message": f"stored upload unreadable: {error}"})
+                continue
+            for parsed in parse_item(data, source=item["source"], kind=item["kind"]):
+                if self._stopping.is_set():
+                    self._write_batch(job, batch)
+                    catalog.update_job(job)
+                    return
+                job.total += 1
+                if isinstance(parsed, ItemError):
+                    job.failed += 1
+                    job.errors.append({"source": parsed.source, "message": parsed.message})
+                    continue
+                prepared = self._prepare(job, knowledge_base, parsed, item["source"])
+                if prepared is None:
+                    continue
+                batch.append(prepared)
+                if len(batch) >= DOCUMENTS_PER_BATCH:
+                    self._write_batch(job, batch)
+                    batch = []
+                if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
+                    catalog.update_job(job)
+                    last_progress = time.perf_counter()
+        self._write_batch(job, batch)
+
+        self.services.indices.get(knowledge_base.id).save()
+        job.status = "succeeded" if job.failed == 0 else ("failed" if job.processed == 0 else "completed_with_errors")
+        catalog.update_job(job)
+        elapsed = time.perf_counter() - started
+        logger.info("job finished", extra={"job": job.id, "knowledge_base": knowledge_base.id, "status": job.status,
+                                           "documents": job.processed, "failed": job.failed,
+                                           "unchanged": job.unchanged, "seconds": round(elapsed, 2)})
+
+    def _prepare(self, job: Job, knowledge_base, parsed: ParsedDocument, source: str) -> PreparedDocument | None:
+        try:
+            prepared = prepare(parsed, source=source, chunk_size=knowledge_base.chunk_size,
+                               chunk_overlap=knowledge_base.chunk_overlap,
+                               token_offsets=self.services.embedder.token_offsets)
+        except ValueError as error:
+            job.failed += 1
+            job.errors.append({"source": f"{source} ({parsed.document_id})", "message": str(error)})
+            return None
+        if not prepared.chunks:
+            job.failed += 1
+            job.errors.append({"source": f"{source} ({prepared.document_id})",
+                               "message": "document has no text after normalisation"})
+            return None
+        existing = self.services.catalog.get_document(knowledge_base_id=knowledge_base.id,
+                                                      document_id=prepared.document_id)
+        if existing is not None and existing.content_hash == prepared.content_hash:
+            job.processed += 1
+            job.unchanged += 1
+            return None
+        return prepared
+
+    def _write_batch(self, job: Job, batch: list[PreparedDocument]) -> None:
+        if not batch:
+            return
+        texts = [f"{document.title}\n{chunk.text}" if document.title else chunk.text
+                 for document in batch for chunk in document.chunks]
+        embeddings = self.services.embedder.embed(texts)
+        offset = 0
+        for document in batch:
+            chunks = []
+            for position, chunk in enumerate(document.chunks):
+                chunks.append(NewChunk(position=position, text=chunk.text, embedding=embeddings[offset],
+                                       metadata={"start": chunk.start, "end": chunk.end, "tokens": chunk.tokens}))
+                offset += 1
+            self.services.catalog.replace_document(
+                knowledge_base_id=job.knowledge_base_id, document_id=document.document_id, title=document.title,
+                source=document.source, content_hash=document.content_hash, metadata=document.metadata,
+                chunks=chunks)
+            job.processed += 1
+        self.services.indices.get(job.knowledge_base_id).apply_changes()

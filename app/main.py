@@ -1,0 +1,74 @@
+"""Application factory: wires settings, catalog, models, indices and the ingestion worker into FastAPI."""
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.jobs import JobRunner
+from app.routes import aliases, documents, health, jobs, knowledge_bases, search, tenants
+from app.services import LazyModel, Services
+from app.settings import Settings, get_settings
+from generation.base import Generator
+from generation.registry import load_generator
+from retrievers.embedders import Embedder, load_embedder
+from storage.catalog import Catalog
+from storage.knowledge_base import IndexRegistry
+
+logger = logging.getLogger(__name__)
+
+# The service loads only local model files; this keeps transformers and sentence-transformers off the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def build_services(settings: Settings, *, embedder: Embedder | None = None,
+                   generator: Generator | None = None) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    catalog = Catalog(settings.catalog_path)
+    embedder = embedder or load_embedder(settings.embedder, batch_size=settings.embed_batch_size)
+    if generator is not None:
+        generator_slot = LazyModel.ready("generator", generator)
+    else:
+        generator_slot = LazyModel("generator", lambda: load_generator(
+            settings.generator, cache_root=settings.data_dir / "models", threads=settings.torch_threads))
+    indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
+                            embedder_name=embedder.name)
+    services = Services(settings=settings, catalog=catalog, embedder=embedder, generator=generator_slot,
+                        indices=indices)
+    services.jobs = JobRunner(services)
+    return services
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None,
+               generator: Generator | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, embedder=embedder, generator=generator)
+        app.state.services = services
+        services.generator.start()
+        services.jobs.start()
+        logger.info("service started", extra={"data_dir": str(settings.data_dir), "embedder": services.embedder.name,
+                                              "generator": settings.generator if generator is None else generator.name})
+        try:
+            yield
+        finally:
+            services.jobs.stop()
+            services.indices.save_all()
+            logger.info("service stopped")
+
+    app = FastAPI(title="domainrag", version="0.1.0", lifespan=lifespan,
+                  description="Retrieval-augmented generation over per-tenant domain knowledge bases.")
+    install_error_handlers(app)
+    for module in (health, tenants, knowledge_bases, aliases, documents, jobs, search):
+        app.include_router(module.router)
+    return app

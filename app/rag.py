@@ -1,0 +1,125 @@
+"""Search and question answering over one knowledge base; nothing here knows about HTTP."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from app.errors import InvalidInput
+from app.services import Services
+from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
+from retrievers.fusion import reciprocal_rank_fusion
+from storage.catalog import KnowledgeBase
+
+logger = logging.getLogger(__name__)
+
+RETRIEVERS = ("bm25", "dense")
+# Each retriever contributes this many candidates to fusion, or top_k when larger; RRF needs some depth
+# below the final cut so that a chunk ranked moderately by both retrievers can rise.
+FUSION_DEPTH = 100
+SNIPPET_CHARACTERS = 300
+
+
+@dataclass
+class SearchHit:
+    rowid: int
+    chunk_id: str
+    document_id: str
+    title: str
+    text: str
+    score: float
+    ranks: dict[str, int]
+    metadata: dict
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Citation:
+    marker: int
+    document_id: str
+    chunk_id: str
+    score: float
+    snippet: str
+
+
+@dataclass
+class AnswerResult:
+    answer: str
+    citations: list[Citation]
+    timings_ms: dict[str, float]
+
+
+def chunk_id(document_id: str, position: int) -> str:
+    return f"{document_id}#{position}"
+
+
+def _elapsed_ms(started: float) -> float:
+    return round(1000 * (time.perf_counter() - started), 2)
+
+
+def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
+           retrievers: list[str]) -> SearchResult:
+    unknown = [name for name in retrievers if name not in RETRIEVERS]
+    if unknown or not retrievers:
+        raise InvalidInput(f"retrievers must be a non-empty list drawn from {list(RETRIEVERS)}, got {retrievers}")
+    timings: dict[str, float] = {}
+    index = services.indices.get(knowledge_base.id)
+
+    query_embedding = None
+    if "dense" in retrievers:
+        started = time.perf_counter()
+        query_embedding = services.embedder.embed([query], is_query=True)[0]
+        timings["embed_query"] = _elapsed_ms(started)
+
+    rankings = {}
+    depth = max(top_k, FUSION_DEPTH)
+    for name in dict.fromkeys(retrievers):
+        started = time.perf_counter()
+        rankings[name] = index.search(retriever=name, query=query, query_embedding=query_embedding, top_k=depth)
+        timings[name] = _elapsed_ms(started)
+
+    started = time.perf_counter()
+    fused = reciprocal_rank_fusion(rankings)[:top_k]
+    rows = {row.rowid: row for row in services.catalog.get_chunks([hit.rowid for hit in fused])}
+    hits = [
+        SearchHit(rowid=hit.rowid, chunk_id=chunk_id(rows[hit.rowid].document_id, rows[hit.rowid].position),
+                  document_id=rows[hit.rowid].document_id, title=rows[hit.rowid].title, text=rows[hit.rowid].text,
+                  score=hit.score, ranks=hit.ranks, metadata=rows[hit.rowid].metadata)
+        # A chunk deleted between search and fetch is skipped rather than shown.
+        for hit in fused if hit.rowid in rows
+    ]
+    timings["fuse_and_fetch"] = _elapsed_ms(started)
+    return SearchResult(hits=hits, timings_ms=timings)
+
+
+def answer(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
+           retrievers: list[str], max_new_tokens: int | None = None) -> AnswerResult:
+    started_total = time.perf_counter()
+    result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers)
+    timings = {f"search_{name}": value for name, value in result.timings_ms.items()}
+
+    generator = services.generator.get()
+    max_new_tokens = max_new_tokens or services.settings.generator_max_new_tokens
+    budget = min(generator.context_window, services.settings.generator_context_tokens) - max_new_tokens
+    candidates = [Passage(marker=i + 1, rowid=hit.rowid, document_id=hit.document_id, chunk_id=hit.chunk_id,
+                          title=hit.title, text=hit.text, score=hit.score) for i, hit in enumerate(result.hits)]
+    passages = pack_passages(candidates, generator=generator, question=query, budget=budget)
+    if not passages:
+        timings["total"] = _elapsed_ms(started_total)
+        return AnswerResult(answer=NO_CONTEXT_ANSWER, citations=[], timings_ms=timings)
+
+    started = time.perf_counter()
+    text = generator.generate(build_messages(query, passages), max_new_tokens=max_new_tokens)
+    timings["generate"] = _elapsed_ms(started)
+
+    markers = cited_markers(text, len(passages))
+    # An answer that cites nothing still came from these passages, so they are listed as its sources.
+    cited = [passages[marker - 1] for marker in markers] or passages
+    citations = [Citation(marker=passage.marker, document_id=passage.document_id, chunk_id=passage.chunk_id,
+                          score=passage.score, snippet=passage.text[:SNIPPET_CHARACTERS]) for passage in cited]
+    timings["total"] = _elapsed_ms(started_total)
+    return AnswerResult(answer=text, citations=citations, timings_ms=timings)

@@ -1,0 +1,61 @@
+import logging
+import sqlite3
+
+from fastapi import APIRouter, Response
+
+from app.deps import ReadableKnowledgeBase, ServicesDep, TenantDep, WritableKnowledgeBase, WriterDep
+from app.errors import Conflict, InvalidInput
+from app.schemas import KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePublic
+from app.services import Services
+from ingestion.chunking import ChunkingError, validate_chunking
+from storage.catalog import KnowledgeBase
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge bases"])
+
+
+def to_public(services: Services, knowledge_base: KnowledgeBase) -> KnowledgeBasePublic:
+    documents, chunks = services.catalog.count_documents(knowledge_base.id)
+    return KnowledgeBasePublic(id=knowledge_base.id, name=knowledge_base.name, chunk_size=knowledge_base.chunk_size,
+                               chunk_overlap=knowledge_base.chunk_overlap, document_count=documents,
+                               chunk_count=chunks, created_at=knowledge_base.created_at)
+
+
+@router.post("", status_code=201, response_model=KnowledgeBasePublic)
+def create_knowledge_base(body: KnowledgeBaseCreate, services: ServicesDep, tenant: WriterDep) -> KnowledgeBasePublic:
+    """Create an empty knowledge base for the calling tenant."""
+    chunk_size = body.chunk_size or services.settings.chunk_size
+    chunk_overlap = body.chunk_overlap if body.chunk_overlap is not None else services.settings.chunk_overlap
+    try:
+        validate_chunking(chunk_size, chunk_overlap, max_tokens=services.embedder.max_tokens)
+    except ChunkingError as error:
+        raise InvalidInput(str(error)) from error
+    try:
+        knowledge_base = services.catalog.create_knowledge_base(tenant_id=tenant.id, name=body.name,
+                                                                chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    except sqlite3.IntegrityError as error:
+        raise Conflict(f"knowledge base {body.name!r} already exists; choose another name or delete it first") from error
+    logger.info("knowledge base created", extra={"tenant": tenant.id, "knowledge_base": knowledge_base.id})
+    return to_public(services, knowledge_base)
+
+
+@router.get("", response_model=KnowledgeBaseList)
+def list_knowledge_bases(services: ServicesDep, tenant: TenantDep) -> KnowledgeBaseList:
+    """List the calling tenant's knowledge bases."""
+    data = [to_public(services, kb) for kb in services.catalog.list_knowledge_bases(tenant_id=tenant.id)]
+    return KnowledgeBaseList(data=data, count=len(data))
+
+
+@router.get("/{kb}", response_model=KnowledgeBasePublic)
+def get_knowledge_base(knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> KnowledgeBasePublic:
+    """Show one knowledge base, named by id, name or alias."""
+    return to_public(services, knowledge_base)
+
+
+@router.delete("/{kb}", status_code=204)
+def delete_knowledge_base(knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> Response:
+    """Delete a knowledge base with its documents, indices, jobs and the aliases that point to it."""
+    services.catalog.delete_knowledge_base(knowledge_base.id)
+    services.indices.drop(knowledge_base.id)
+    logger.info("knowledge base deleted", extra={"tenant": knowledge_base.tenant_id, "knowledge_base": knowledge_base.id})
+    return Response(status_code=204)

@@ -1,0 +1,28 @@
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from app import rag
+from app.deps import ReadableKnowledgeBase, ServicesDep
+from app.schemas import (CitationPublic, QueryRequest, QueryResponse, SearchHitPublic, SearchRequest,
+                         SearchResponse)
+
+router = APIRouter(prefix="/v1/knowledge-bases/{kb}", tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse)
+def search(body: SearchRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> SearchResponse:
+    """Retrieve chunks with the chosen retrievers, fused by reciprocal rank fusion."""
+    result = rag.search(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers)
+    hits = [SearchHitPublic(chunk_id=hit.chunk_id, document_id=hit.document_id, score=hit.score, text=hit.text,
+                            title=hit.title, ranks=hit.ranks, metadata=hit.metadata) for hit in result.hits]
+    return SearchResponse(hits=hits, timings_ms=result.timings_ms)
+
+
+@router.post("/query", response_model=QueryResponse)
+def query(body: QueryRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> QueryResponse:
+    """Answer a question from the knowledge base, citing the passages used as [n] markers."""
+    result = rag.answer(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers,
+                        max_new_tokens=body.max_new_tokens)
+    return QueryResponse(answer=result.answer, citations=[CitationPublic(**asdict(c)) for c in result.citations],
+                         timings_ms=result.timings_ms)

@@ -1,0 +1,151 @@
+"""Request and response models of the REST API; one per purpose, list responses carry data and count."""
+
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+class TenantCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN, description=f"Unique tenant name, {NAME_RULE}.")
+    role: str = Field("read-write", pattern="^(read-write|read-only)$", description="Role of the first API key.")
+
+
+class TenantCreated(BaseModel):
+    id: str
+    name: str
+    api_key: str = Field(description="Shown once; only a salted hash is stored.")
+
+
+class KnowledgeBaseCreate(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN, description=f"Name unique within the tenant, {NAME_RULE}.")
+    chunk_size: int | None = Field(None, ge=16, description="Chunk size in embedder tokens; defaults to settings.")
+    chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in embedder tokens.")
+
+
+class KnowledgeBasePublic(BaseModel):
+    id: str
+    name: str
+    chunk_size: int
+    chunk_overlap: int
+    document_count: int
+    chunk_count: int
+    created_at: str
+
+
+class KnowledgeBaseList(BaseModel):
+    data: list[KnowledgeBasePublic]
+    count: int
+
+
+class AliasUpdate(BaseModel):
+    knowledge_base: str = Field(min_length=1, description="Name or id of the knowledge base the alias points to.")
+
+
+class AliasPublic(BaseModel):
+    name: str
+    knowledge_base_id: str
+    knowledge_base_name: str
+    updated_at: str
+
+
+class AliasList(BaseModel):
+    data: list[AliasPublic]
+    count: int
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+    items: int
+
+
+class JobError(BaseModel):
+    source: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    knowledge_base_id: str
+    status: str = Field(description="queued, running, succeeded, completed_with_errors or failed")
+    total: int
+    processed: int
+    failed: int
+    unchanged: int
+    errors: list[JobError]
+    created_at: str
+    updated_at: str
+
+
+class DocumentPublic(BaseModel):
+    document_id: str
+    title: str
+    source: str
+    content_hash: str
+    metadata: dict[str, Any]
+    chunk_count: int
+    created_at: str
+    updated_at: str
+
+
+class DocumentList(BaseModel):
+    data: list[DocumentPublic]
+    count: int
+    total: int
+    offset: int
+    limit: int
+
+
+class _QueryText(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must contain text, not only whitespace")
+        return value
+
+
+class SearchRequest(_QueryText):
+    top_k: int = Field(10, ge=1, le=1000)
+    retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"],
+                                  description="Retrievers to fuse: any of 'bm25', 'dense'.")
+
+
+class SearchHitPublic(BaseModel):
+    chunk_id: str
+    document_id: str
+    score: float = Field(description="Reciprocal rank fusion score.")
+    text: str
+    title: str
+    ranks: dict[str, int] = Field(description="1-based rank of the chunk in each retriever that returned it.")
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    hits: list[SearchHitPublic]
+    timings_ms: dict[str, float]
+
+
+class QueryRequest(_QueryText):
+    top_k: int = Field(5, ge=1, le=50, description="Passages given to the generator as context.")
+    retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"])
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+
+
+class CitationPublic(BaseModel):
+    marker: int
+    document_id: str
+    chunk_id: str
+    score: float
+    snippet: str
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    citations: list[CitationPublic]
+    timings_ms: dict[str, float]

@@ -1,0 +1,78 @@
+"""The process's shared components, built once from settings; routes reach them through deps.py."""
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from collections.abc import Callable
+
+from app.errors import NotReady
+from app.settings import Settings
+from generation.base import Generator
+from retrievers.embedders import Embedder
+from storage.catalog import Catalog
+from storage.knowledge_base import IndexRegistry
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LazyModel(Generic[T]):
+    """A model loaded on a background thread so the service answers health checks while it loads."""
+
+    def __init__(self, name: str, loader: Callable[[], T]) -> None:
+        self.name = name
+        self._loader = loader
+        self._value: T | None = None
+        self._error: Exception | None = None
+        self._loaded = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def ready(cls, name: str, value: T) -> "LazyModel[T]":
+        slot = cls(name, lambda: value)
+        slot._value = value
+        slot._started = True
+        slot._loaded.set()
+        return slot
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._load, name=f"load-{self.name}", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self._value = self._loader()
+            logger.info("model loaded", extra={"model": self.name})
+        except Exception as error:  # reported to every request that needs the model
+            self._error = error
+            logger.error("model failed to load", extra={"model": self.name, "error": str(error)})
+        finally:
+            self._loaded.set()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._loaded.is_set() and self._error is None
+
+    def get(self, timeout: float = 300.0) -> T:
+        self.start()
+        if not self._loaded.wait(timeout):
+            raise NotReady(f"the {self.name} model is still loading; retry in a few seconds")
+        if self._error is not None:
+            raise NotReady(f"the {self.name} model failed to load: {self._error}")
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    embedder: Embedder
+    generator: LazyModel[Generator]
+    indices: IndexRegistry
+    jobs: "object" = field(default=None)  # app.jobs.JobRunner, set by create_app to avoid a construction cycle

@@ -1,0 +1,58 @@
+"""Service settings, read from `DOMAINRAG_*` environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment; build it with `get_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="DOMAINRAG_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Folder for the SQLite catalog, index snapshots and raw uploads.")
+    admin_key: SecretStr | None = Field(None, description="Bearer key that may create tenants; unset disables tenant creation.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    embedder: str = Field(
+        "minilm",
+        description="'minilm' for the packaged all-MiniLM-L6-v2, or a path to any sentence-transformers directory.",
+    )
+    generator: str = Field(
+        "smollm2",
+        description="'smollm2' for the packaged SmolLM2-135M-Instruct GGUF, 'extractive' for no model, "
+        "or a path to a Hugging Face checkpoint directory or a .gguf file.",
+    )
+    generator_max_new_tokens: int = Field(160, ge=1, le=4096, description="Longest answer, in generator tokens.")
+    generator_context_tokens: int = Field(
+        2048, ge=256, description="Prompt and answer budget in generator tokens; longer prompts are slower on CPU."
+    )
+
+    chunk_size: int = Field(200, ge=16, description="Default chunk size in embedder tokens for new knowledge bases.")
+    chunk_overlap: int = Field(32, ge=0, description="Default overlap between consecutive chunks, in embedder tokens.")
+
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest request body accepted for an upload.")
+    embed_batch_size: int = Field(64, ge=1)
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset uses the core count.")
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"DOMAINRAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"DOMAINRAG_CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.sqlite3"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Build the process-wide settings once, on first use rather than at import."""
+    return Settings()

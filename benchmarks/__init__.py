@@ -1,0 +1,1 @@
+"""Quality benchmarks that drive a running domainrag service through its REST API."""

@@ -1,0 +1,41 @@
+"""A generator with no model: answers with the passage sentences that share most terms with the question."""
+
+import re
+
+from generation.base import Message
+from retrievers.text import Analyzer
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_PASSAGE = re.compile(r"^\[(\d+)\][^\n]*\n\"\"\"\n(.*?)\n\"\"\"", re.DOTALL | re.MULTILINE)
+
+
+class ExtractiveGenerator:
+    """Picks up to three sentences from the passages in the prompt and cites each one."""
+
+    name = "extractive"
+    context_window = 4096
+
+    def __init__(self, max_sentences: int = 3) -> None:
+        self.max_sentences = max_sentences
+        self._analyzer = Analyzer()
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
+        prompt = messages[-1]["content"]
+        question = prompt.rsplit("Question:", 1)[-1].split("\n", 1)[0]
+        question_terms = set(self._analyzer.terms(question))
+        scored = []
+        for marker, body in _PASSAGE.findall(prompt):
+            for position, sentence in enumerate(_SENTENCE.split(body)):
+                overlap = len(question_terms & set(self._analyzer.terms(sentence)))
+                if overlap:
+                    scored.append((-overlap, int(marker), position, sentence.strip(), marker))
+        if not scored:
+            return "The provided documents do not answer the question."
+        best = sorted(scored)[: self.max_sentences]
+        # Present the chosen sentences in passage order so the answer reads as the sources do.
+        best.sort(key=lambda item: (item[1], item[2]))
+        words = " ".join(f"{sentence} [{marker}]" for _, _, _, sentence, marker in best).split()
+        return " ".join(words[:max_new_tokens])

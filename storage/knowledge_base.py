@@ -1,0 +1,185 @@
+"""The indices of one knowledge base, kept in step with the catalog, and the registry of loaded ones."""
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retrievers.base import Hit, IndexedChunk, Retriever
+from retrievers.bm25 import BM25Retriever
+from retrievers.dense import DenseRetriever
+from retrievers.text import Analyzer
+from storage.catalog import Catalog, ChunkRow
+from storage.locks import ReadWriteLock
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+# Snapshot after this many logged changes, so that a restart replays at most this many from the catalog.
+SNAPSHOT_EVERY_CHANGES = 20_000
+
+
+def indexed_text(chunk: ChunkRow) -> str:
+    """The text both indices see: the document title, then the chunk."""
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+class KnowledgeBaseIndex:
+    """BM25 and dense indices of one knowledge base, with the catalog sequence number they cover."""
+
+    def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
+                 embedder_name: str, analyzer: Analyzer) -> None:
+        self.knowledge_base_id = knowledge_base_id
+        self.directory = directory
+        self.catalog = catalog
+        self.dimension = dimension
+        self.embedder_name = embedder_name
+        self.analyzer = analyzer
+        self.retrievers: dict[str, Retriever] = {}
+        self.sequence = 0
+        self._unsaved_changes = 0
+        self._lock = ReadWriteLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.retrievers = {"bm25": BM25Retriever(analyzer=self.analyzer), "dense": DenseRetriever(self.dimension)}
+        self.sequence = 0
+
+    def __len__(self) -> int:
+        return len(self.retrievers["dense"])
+
+    def open(self) -> None:
+        """Load the last snapshot and catch up from the catalog; rebuild from the catalog if it is unusable."""
+        started = time.perf_counter()
+        with self._lock.write():
+            try:
+                loaded = self._load_snapshot()
+            except Exception as error:
+                logger.warning("index snapshot unreadable; rebuilding from the catalog",
+                               extra={"knowledge_base": self.knowledge_base_id, "error": str(error)})
+                loaded = False
+            if not loaded:
+                self._rebuild()
+            replayed = self._catch_up()
+        logger.info("index opened", extra={"knowledge_base": self.knowledge_base_id, "chunks": len(self),
+                                           "from_snapshot": loaded, "replayed_changes": replayed,
+                                           "ms": round(1000 * (time.perf_counter() - started), 1)})
+
+    def _load_snapshot(self) -> bool:
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.exists():
+            return False
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("embedder") != self.embedder_name or manifest.get("dimension") != self.dimension:
+            logger.warning("index snapshot was built with another embedder; rebuilding from stored embeddings",
+                           extra={"knowledge_base": self.knowledge_base_id, "snapshot_embedder": manifest.get("embedder")})
+            return False
+        for retriever in self.retrievers.values():
+            retriever.load(self.directory)
+        self.sequence = int(manifest["sequence"])
+        return True
+
+    def _rebuild(self) -> None:
+        self._reset()
+        self.sequence = self.catalog.last_sequence(self.knowledge_base_id)
+        for batch in self.catalog.iter_chunks(self.knowledge_base_id):
+            self._add_rows(batch)
+        self._unsaved_changes = len(self)
+
+    def _catch_up(self) -> int:
+        changes = self.catalog.changes_since(self.knowledge_base_id, self.sequence)
+        if not changes:
+            return 0
+        # Later entries win: a chunk added and then deleted in the log is only deleted.
+        final: dict[int, str] = {}
+        for _, rowid, operation in changes:
+            final[rowid] = operation
+        deleted = [rowid for rowid, operation in final.items() if operation == "delete"]
+        added = [rowid for rowid, operation in final.items() if operation == "add"]
+        for retriever in self.retrievers.values():
+            retriever.delete(deleted)
+        self._add_rows(self.catalog.get_chunks(added))
+        self.sequence = changes[-1][0]
+        self._unsaved_changes += len(changes)
+        return len(changes)
+
+    def _add_rows(self, rows: list[ChunkRow]) -> None:
+        chunks = [IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding) for row in rows]
+        for retriever in self.retrievers.values():
+            retriever.add(chunks)
+
+    def apply_changes(self) -> None:
+        """Bring the indices up to the catalog after a write; snapshot when enough changes have piled up."""
+        with self._lock.write():
+            self._catch_up()
+            if self._unsaved_changes >= SNAPSHOT_EVERY_CHANGES:
+                self._save()
+
+    def save(self) -> None:
+        with self._lock.write():
+            self._catch_up()
+            self._save()
+
+    def _save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for retriever in self.retrievers.values():
+            retriever.save(self.directory)
+        manifest = {"sequence": self.sequence, "embedder": self.embedder_name, "dimension": self.dimension,
+                    "chunks": len(self)}
+        temporary = self.directory / (MANIFEST + ".tmp")
+        with open(temporary, "w") as handle:
+            json.dump(manifest, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.directory / MANIFEST)
+        self.catalog.prune_log(self.knowledge_base_id, self.sequence)
+        self._unsaved_changes = 0
+
+    def search(self, *, retriever: str, query: str, query_embedding: np.ndarray | None, top_k: int) -> list[Hit]:
+        with self._lock.read():
+            return self.retrievers[retriever].search(query, query_embedding, top_k)
+
+
+class IndexRegistry:
+    """Opens each knowledge base's indices once per process and hands out the shared instance."""
+
+    def __init__(self, *, catalog: Catalog, root: Path, dimension: int, embedder_name: str) -> None:
+        self.catalog = catalog
+        self.root = root
+        self.dimension = dimension
+        self.embedder_name = embedder_name
+        self.analyzer = Analyzer()
+        self._indices: dict[str, KnowledgeBaseIndex] = {}
+        self._lock = threading.Lock()
+
+    def directory(self, knowledge_base_id: str) -> Path:
+        # Built from the internal id only, never from a name a client sent.
+        return self.root / knowledge_base_id / "index"
+
+    def get(self, knowledge_base_id: str) -> KnowledgeBaseIndex:
+        with self._lock:
+            index = self._indices.get(knowledge_base_id)
+            if index is None:
+                index = KnowledgeBaseIndex(knowledge_base_id=knowledge_base_id,
+                                           directory=self.directory(knowledge_base_id), catalog=self.catalog,
+                                           dimension=self.dimension, embedder_name=self.embedder_name,
+                                           analyzer=self.analyzer)
+                index.open()
+                self._indices[knowledge_base_id] = index
+            return index
+
+    def drop(self, knowledge_base_id: str) -> None:
+        with self._lock:
+            self._indices.pop(knowledge_base_id, None)
+        shutil.rmtree(self.root / knowledge_base_id, ignore_errors=True)
+
+    def save_all(self) -> None:
+        with self._lock:
+            indices = list(self._indices.values())
+        for index in indices:
+            index.save()

@@ -1,0 +1,74 @@
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.fakes import FakeEmbedder, FakeGenerator
+
+ADMIN_KEY = "test-admin-key"
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, chunk_size=64, chunk_overlap=8, **overrides)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def generator() -> FakeGenerator:
+    return FakeGenerator()
+
+
+@pytest.fixture
+def client(data_dir: Path, generator: FakeGenerator) -> Iterator[TestClient]:
+    app = create_app(make_settings(data_dir), embedder=FakeEmbedder(), generator=generator)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def create_tenant(client: TestClient, name: str = "acme") -> dict[str, str]:
+    response = client.post("/v1/tenants", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['api_key']}"}
+
+
+def upload_ndjson(client: TestClient, headers: dict[str, str], kb: str, documents: list[dict] | str) -> dict:
+    body = documents if isinstance(documents, str) else "\n".join(json.dumps(d) for d in documents)
+    response = client.post(f"/v1/knowledge-bases/{kb}/documents", content=body.encode(),
+                           headers={**headers, "Content-Type": "application/x-ndjson"})
+    assert response.status_code == 202, response.text
+    return wait_for_job(client, headers, response.json()["job_id"])
+
+
+def wait_for_job(client: TestClient, headers: dict[str, str], job_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+@pytest.fixture
+def tenant(client: TestClient) -> dict[str, str]:
+    return create_tenant(client)
+
+
+MEDICAL_DOCUMENTS = [
+    {"id": "aspirin", "title": "Aspirin and myocardial infarction",
+     "text": "Low-dose aspirin reduces the risk of myocardial infarction in adults with cardiovascular disease. "
+             "Bleeding is the main adverse effect."},
+    {"id": "statins", "title": "Statins lower cholesterol",
+     "text": "Statins inhibit HMG-CoA reductase and lower LDL cholesterol. Muscle pain is a common complaint."},
+    {"id": "insulin", "title": "Insulin therapy",
+     "text": "Insulin therapy controls blood glucose in type 1 diabetes. Hypoglycaemia is the main risk."},
+]

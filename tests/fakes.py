@@ -1,0 +1,56 @@
+"""Deterministic stand-ins for the embedder and generator, so API tests run in milliseconds."""
+
+import hashlib
+import re
+
+import numpy as np
+
+from generation.base import Message
+from retrievers.text import Analyzer
+
+_WORD = re.compile(r"\S+")
+
+
+class FakeEmbedder:
+    """Hashes each stemmed term into one of 64 dimensions: texts sharing terms get similar vectors."""
+
+    name = "fake-embedder"
+    dimension = 64
+    max_tokens = 256
+
+    def __init__(self) -> None:
+        self._analyzer = Analyzer()
+        self.calls = 0
+
+    def embed(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
+        self.calls += 1
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for term in self._analyzer.terms(text):
+                bucket = int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "little")
+                vectors[row, bucket % self.dimension] += 1.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1.0, norms)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [match.span() for match in _WORD.finditer(text)]
+
+
+class FakeGenerator:
+    """Answers with the first sentence of passage [1] and cites it, so citation mapping is testable."""
+
+    name = "fake-generator"
+    context_window = 2048
+
+    def __init__(self) -> None:
+        self.prompts: list[list[Message]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
+        self.prompts.append(messages)
+        body = messages[-1]["content"]
+        match = re.search(r"\[1\][^\n]*\n\"\"\"\n(.+?)(?:\.|\n)", body)
+        first = match.group(1).strip() if match else "no context"
+        return f"{first} [1]."
