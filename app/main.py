@@ -15,6 +15,7 @@ from app.settings import Settings, get_settings
 from generation.base import Generator
 from generation.registry import load_generator
 from retrievers.embedders import Embedder, load_embedder
+from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
 from storage.knowledge_base import IndexRegistry
 
@@ -41,8 +42,11 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
             settings.generator, cache_root=settings.data_dir / "models", threads=settings.torch_threads))
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
                             embedder_name=embedder.name)
+    cross_encoder = None
+    if settings.cross_encoder is not None:
+        cross_encoder = LazyModel("cross-encoder", lambda: CrossEncoderReranker(settings.cross_encoder))
     services = Services(settings=settings, catalog=catalog, embedder=embedder, generator=generator_slot,
-                        indices=indices)
+                        indices=indices, cross_encoder=cross_encoder)
     services.jobs = JobRunner(services)
     return services
 

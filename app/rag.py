@@ -2,12 +2,13 @@
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.errors import InvalidInput
 from app.services import Services
 from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
 from retrievers.fusion import reciprocal_rank_fusion
+from retrievers.rerank import rerank as reranked
 from storage.catalog import KnowledgeBase
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class SearchHit:
     score: float
     ranks: dict[str, int]
     metadata: dict
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -62,11 +64,13 @@ def _elapsed_ms(started: float) -> float:
 
 
 def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
-           retrievers: list[str]) -> SearchResult:
+           retrievers: list[str], rerank: str = "none", rerank_candidates: int = 20) -> SearchResult:
     unknown = [name for name in retrievers if name not in RETRIEVERS]
     if unknown or not retrievers:
         raise InvalidInput(f"retrievers must be a non-empty list drawn from {list(RETRIEVERS)}, got {retrievers}")
     timings: dict[str, float] = {}
+    # Resolved before retrieval so that an unavailable reranker fails the same way on an empty knowledge base.
+    reranker = services.reranker(rerank) if rerank != "none" else None
     index = services.indices.get(knowledge_base.id)
 
     query_embedding = None
@@ -83,7 +87,8 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
         timings[name] = _elapsed_ms(started)
 
     started = time.perf_counter()
-    fused = reciprocal_rank_fusion(rankings)[:top_k]
+    cut = max(top_k, rerank_candidates) if rerank != "none" else top_k
+    fused = reciprocal_rank_fusion(rankings)[:cut]
     rows = {row.rowid: row for row in services.catalog.get_chunks([hit.rowid for hit in fused])}
     hits = [
         SearchHit(rowid=hit.rowid, chunk_id=chunk_id(rows[hit.rowid].document_id, rows[hit.rowid].position),
@@ -93,13 +98,21 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
         for hit in fused if hit.rowid in rows
     ]
     timings["fuse_and_fetch"] = _elapsed_ms(started)
-    return SearchResult(hits=hits, timings_ms=timings)
+
+    if reranker is not None and hits:
+        started = time.perf_counter()
+        ordered = reranked(reranker, query, [f"{hit.title}\n{hit.text}" if hit.title else hit.text for hit in hits])
+        hits = [replace(hits[entry.index], rerank_score=entry.score) for entry in ordered]
+        timings["rerank"] = _elapsed_ms(started)
+    return SearchResult(hits=hits[:top_k], timings_ms=timings)
 
 
 def answer(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
-           retrievers: list[str], max_new_tokens: int | None = None) -> AnswerResult:
+           retrievers: list[str], max_new_tokens: int | None = None, rerank: str = "none",
+           rerank_candidates: int = 20) -> AnswerResult:
     started_total = time.perf_counter()
-    result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers)
+    result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers, rerank=rerank,
+                    rerank_candidates=rerank_candidates)
     timings = {f"search_{name}": value for name, value in result.timings_ms.items()}
 
     generator = services.generator.get()

@@ -1,6 +1,6 @@
 """Request and response models of the REST API; one per purpose, list responses carry data and count."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -75,8 +75,10 @@ class JobPublic(BaseModel):
     processed: int
     failed: int
     unchanged: int
-    errors: list[JobError]
+    errors: list[JobError] = Field(description="Per-file errors with the reason; at most 1000 are kept.")
+    documents_per_second: float = Field(description="Documents processed per second since the job started.")
     created_at: str
+    started_at: str | None
     updated_at: str
 
 
@@ -110,7 +112,16 @@ class _QueryText(BaseModel):
         return value
 
 
-class SearchRequest(_QueryText):
+RerankMode = Literal["none", "llm", "cross-encoder"]
+
+
+class _Rerank(BaseModel):
+    rerank: RerankMode = Field("none", description="Rerank the fused candidates: 'none', 'llm' (the generator "
+                               "judges each passage, RankRAG-style) or 'cross-encoder' (DOMAINRAG_CROSS_ENCODER).")
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Fused candidates that the reranker scores.")
+
+
+class SearchRequest(_QueryText, _Rerank):
     top_k: int = Field(10, ge=1, le=1000)
     retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"],
                                   description="Retrievers to fuse: any of 'bm25', 'dense'.")
@@ -123,6 +134,7 @@ class SearchHitPublic(BaseModel):
     text: str
     title: str
     ranks: dict[str, int] = Field(description="1-based rank of the chunk in each retriever that returned it.")
+    rerank_score: float | None = Field(None, description="The reranker's score, when the request reranked.")
     metadata: dict[str, Any]
 
 
@@ -131,7 +143,7 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-class QueryRequest(_QueryText):
+class QueryRequest(_QueryText, _Rerank):
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the generator as context.")
     retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"])
     max_new_tokens: int | None = Field(None, ge=1, le=4096)

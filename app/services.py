@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from collections.abc import Callable
 
-from app.errors import NotReady
+from app.errors import InvalidInput, NotReady
 from app.settings import Settings
 from generation.base import Generator
 from retrievers.embedders import Embedder
+from retrievers.rerank import LLMReranker, RelevanceJudge, Reranker
 from storage.catalog import Catalog
 from storage.knowledge_base import IndexRegistry
 
@@ -75,4 +76,19 @@ class Services:
     embedder: Embedder
     generator: LazyModel[Generator]
     indices: IndexRegistry
+    cross_encoder: LazyModel[Reranker] | None = None
     jobs: "object" = field(default=None)  # app.jobs.JobRunner, set by create_app to avoid a construction cycle
+
+    def reranker(self, mode: str) -> Reranker:
+        """Return the reranker a request names; InvalidInput when this deployment cannot provide it."""
+        if mode == "llm":
+            generator = self.generator.get()
+            if not isinstance(generator, RelevanceJudge):
+                raise InvalidInput(f"rerank 'llm' needs a generator that scores relevance; {generator.name} does not")
+            return LLMReranker(generator)
+        if mode == "cross-encoder":
+            if self.cross_encoder is None:
+                raise InvalidInput("rerank 'cross-encoder' needs DOMAINRAG_CROSS_ENCODER set to a local "
+                                   "sentence-transformers CrossEncoder directory")
+            return self.cross_encoder.get()
+        raise InvalidInput(f"rerank must be one of 'none', 'llm', 'cross-encoder', got {mode!r}")

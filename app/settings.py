@@ -31,10 +31,19 @@ class Settings(BaseSettings):
         2048, ge=256, description="Prompt and answer budget in generator tokens; longer prompts are slower on CPU."
     )
 
+    cross_encoder: Path | None = Field(
+        None, description="Local sentence-transformers CrossEncoder directory for \"rerank\": \"cross-encoder\"."
+    )
+
     chunk_size: int = Field(200, ge=16, description="Default chunk size in embedder tokens for new knowledge bases.")
     chunk_overlap: int = Field(32, ge=0, description="Default overlap between consecutive chunks, in embedder tokens.")
 
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Largest request body accepted for an upload.")
+    max_pdf_pages: int = Field(2000, ge=1, description="Most pages a PDF may have; a longer one is a per-file error.")
+    parse_timeout_s: float = Field(
+        120.0, ge=0, description="Seconds one uploaded file may take to parse before it becomes a per-file error; "
+        "0 parses in the ingestion thread with no limit."
+    )
     embed_batch_size: int = Field(64, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset uses the core count.")
 

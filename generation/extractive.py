@@ -22,6 +22,13 @@ class ExtractiveGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def relevance(self, query: str, passages: list[str]) -> list[float]:
+        """Return the share of the question's terms that each passage contains."""
+        query_terms = set(self._analyzer.terms(query))
+        if not query_terms:
+            return [0.0] * len(passages)
+        return [len(query_terms & set(self._analyzer.terms(passage))) / len(query_terms) for passage in passages]
+
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         prompt = messages[-1]["content"]
         question = prompt.rsplit("Question:", 1)[-1].split("\n", 1)[0]

@@ -55,6 +55,13 @@ def build_messages(question: str, passages: list[Passage]) -> list[Message]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def relevance_messages(query: str, passage: str) -> list[Message]:
+    """The RankRAG judgement prompt: is the passage relevant to the question, True or False."""
+    user = (f"Passage:\n\"\"\"\n{passage.strip()}\n\"\"\"\n\nQuestion: {query}\n\n"
+            "Does the passage contain information relevant to answering the question? Answer True or False.")
+    return [{"role": "user", "content": user}]
+
+
 def cited_markers(answer: str, passage_count: int) -> list[int]:
     """Return the passage numbers cited in `answer`, in order of first citation, ignoring out-of-range ones."""
     seen: list[int] = []

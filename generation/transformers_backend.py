@@ -7,10 +7,13 @@ import threading
 from pathlib import Path
 
 from generation.base import GeneratorLoadError, Message
+from generation.prompts import relevance_messages
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Passages are cut to this many tokens in relevance prompts, which keeps a batch's padding and memory bounded.
+RELEVANCE_MAX_PASSAGE_TOKENS = 512
 
 
 def packaged_smollm2_path() -> Path:
@@ -82,6 +85,36 @@ class TransformersGenerator:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def relevance(self, query: str, passages: list[str], *, batch_size: int = 8) -> list[float]:
+        """Return P("True") against P("False") for each passage under a relevance prompt.
+
+        Prompts are left-padded so that the last position of every row is the first answer token, and each
+        batch runs in one forward pass.
+        """
+        import torch
+
+        prompts = [self.tokenizer.apply_chat_template(relevance_messages(query, self._truncate(passage)),
+                                                      add_generation_prompt=True, tokenize=False)
+                   for passage in passages]
+        true_id = self.tokenizer.encode("True", add_special_tokens=False)[0]
+        false_id = self.tokenizer.encode("False", add_special_tokens=False)[0]
+        self.tokenizer.padding_side = "left"
+        scores: list[float] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                batch = self.tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                                       add_special_tokens=False)
+                logits = self.model(**batch).logits[:, -1, :]
+                pair = torch.log_softmax(logits[:, [true_id, false_id]].float(), dim=-1)
+                scores.extend(pair[:, 0].exp().tolist())
+        return scores
+
+    def _truncate(self, passage: str) -> str:
+        token_ids = self.tokenizer.encode(passage, add_special_tokens=False)
+        if len(token_ids) <= RELEVANCE_MAX_PASSAGE_TOKENS:
+            return passage
+        return self.tokenizer.decode(token_ids[:RELEVANCE_MAX_PASSAGE_TOKENS])
 
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         import torch

@@ -48,6 +48,11 @@ class FakeGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def relevance(self, query: str, passages: list[str]) -> list[float]:
+        """Score a passage by how many query words it contains, so a reranked order is predictable."""
+        words = set(re.findall(r"\w+", query.lower()))
+        return [float(len(words & set(re.findall(r"\w+", passage.lower())))) for passage in passages]
+
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         self.prompts.append(messages)
         body = messages[-1]["content"]

@@ -294,3 +294,38 @@ class TestHealth:
         paths = client.get("/openapi.json").json()["paths"]
         assert "/v1/knowledge-bases/{kb}/search" in paths
         assert "/v1/aliases/{alias}" in paths
+
+
+class TestRerank:
+    def test_llm_rerank_reorders_by_relevance(self, client, tenant):
+        create_kb(client, tenant)
+        # BM25 prefers "rare" (one high-idf term); the fake judge prefers "both" (more query words).
+        documents = [{"id": "rare", "text": "zeta zeta zeta"}, {"id": "both", "text": "eta theta"},
+                     {"id": "f1", "text": "eta one"}, {"id": "f2", "text": "eta two"},
+                     {"id": "f3", "text": "theta three"}, {"id": "f4", "text": "theta four"}]
+        upload_ndjson(client, tenant, "medical", documents)
+        body = {"query": "zeta eta theta", "top_k": 2, "retrievers": ["bm25"]}
+
+        plain = client.post("/v1/knowledge-bases/medical/search", json=body, headers=tenant).json()
+        assert [hit["document_id"] for hit in plain["hits"]] == ["rare", "both"]
+        assert plain["hits"][0]["rerank_score"] is None
+
+        reranked = client.post("/v1/knowledge-bases/medical/search", json={**body, "rerank": "llm"},
+                               headers=tenant).json()
+        assert [hit["document_id"] for hit in reranked["hits"]] == ["both", "rare"]
+        assert [hit["rerank_score"] for hit in reranked["hits"]] == [2.0, 1.0]
+        assert "rerank" in reranked["timings_ms"]
+
+    def test_cross_encoder_without_setting_is_422(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search",
+                               json={"query": "insulin", "rerank": "cross-encoder"}, headers=tenant)
+        assert response.status_code == 422
+        assert "DOMAINRAG_CROSS_ENCODER" in response.json()["detail"]
+
+    def test_unknown_rerank_mode_is_422(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search", json={"query": "insulin", "rerank": "magic"},
+                               headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "rerank"]

@@ -13,9 +13,11 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb}", tags=["search"])
 @router.post("/search", response_model=SearchResponse)
 def search(body: SearchRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> SearchResponse:
     """Retrieve chunks with the chosen retrievers, fused by reciprocal rank fusion."""
-    result = rag.search(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers)
+    result = rag.search(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers,
+                        rerank=body.rerank, rerank_candidates=body.rerank_candidates)
     hits = [SearchHitPublic(chunk_id=hit.chunk_id, document_id=hit.document_id, score=hit.score, text=hit.text,
-                            title=hit.title, ranks=hit.ranks, metadata=hit.metadata) for hit in result.hits]
+                            title=hit.title, ranks=hit.ranks, rerank_score=hit.rerank_score, metadata=hit.metadata)
+            for hit in result.hits]
     return SearchResponse(hits=hits, timings_ms=result.timings_ms)
 
 
@@ -23,6 +25,7 @@ def search(body: SearchRequest, knowledge_base: ReadableKnowledgeBase, services:
 def query(body: QueryRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> QueryResponse:
     """Answer a question from the knowledge base, citing the passages used as [n] markers."""
     result = rag.answer(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers,
-                        max_new_tokens=body.max_new_tokens)
+                        max_new_tokens=body.max_new_tokens, rerank=body.rerank,
+                        rerank_candidates=body.rerank_candidates)
     return QueryResponse(answer=result.answer, citations=[CitationPublic(**asdict(c)) for c in result.citations],
                          timings_ms=result.timings_ms)
