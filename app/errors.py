@@ -49,6 +49,12 @@ class NotReady(DomainError):
     status_code = 503
 
 
+class BackboneFailed(DomainError):
+    """A generator backbone, local or remote, failed while answering."""
+
+    status_code = 502
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def handle_domain_error(request: Request, error: DomainError) -> JSONResponse:

@@ -13,7 +13,7 @@ from app.routes import aliases, documents, health, jobs, knowledge_bases, search
 from app.services import LazyModel, Services
 from app.settings import Settings, get_settings
 from generation.base import Generator
-from generation.registry import load_generator
+from generation.registry import GeneratorPool
 from retrievers.embedders import Embedder, load_embedder
 from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
@@ -35,18 +35,18 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
         torch.set_num_threads(settings.torch_threads)
     catalog = Catalog(settings.catalog_path)
     embedder = embedder or load_embedder(settings.embedder, batch_size=settings.embed_batch_size)
-    if generator is not None:
-        generator_slot = LazyModel.ready("generator", generator)
-    else:
-        generator_slot = LazyModel("generator", lambda: load_generator(
-            settings.generator, cache_root=settings.data_dir / "models", threads=settings.torch_threads))
+    generators = GeneratorPool(settings.all_backbones, default=settings.generator,
+                               cache_root=settings.data_dir / "models", threads=settings.torch_threads,
+                               preloaded={settings.generator: generator} if generator is not None else None)
+    # The default backbone loads in the background at start-up; /readyz reports when it is ready.
+    generator_slot = LazyModel("generator", generators.get)
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
                             embedder_name=embedder.name)
     cross_encoder = None
     if settings.cross_encoder is not None:
         cross_encoder = LazyModel("cross-encoder", lambda: CrossEncoderReranker(settings.cross_encoder))
     services = Services(settings=settings, catalog=catalog, embedder=embedder, generator=generator_slot,
-                        indices=indices, cross_encoder=cross_encoder)
+                        generators=generators, indices=indices, cross_encoder=cross_encoder)
     services.jobs = JobRunner(services)
     return services
 

@@ -2,10 +2,12 @@
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 
-from app.errors import InvalidInput
+from app.errors import BackboneFailed, InvalidInput
 from app.services import Services
+from generation.base import GenerationError, Generator, Message
 from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
 from retrievers.fusion import reciprocal_rank_fusion
 from retrievers.rerank import rerank as reranked
@@ -64,13 +66,14 @@ def _elapsed_ms(started: float) -> float:
 
 
 def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
-           retrievers: list[str], rerank: str = "none", rerank_candidates: int = 20) -> SearchResult:
+           retrievers: list[str], rerank: str = "none", rerank_candidates: int = 20,
+           generator_name: str | None = None) -> SearchResult:
     unknown = [name for name in retrievers if name not in RETRIEVERS]
     if unknown or not retrievers:
         raise InvalidInput(f"retrievers must be a non-empty list drawn from {list(RETRIEVERS)}, got {retrievers}")
     timings: dict[str, float] = {}
     # Resolved before retrieval so that an unavailable reranker fails the same way on an empty knowledge base.
-    reranker = services.reranker(rerank) if rerank != "none" else None
+    reranker = services.reranker(rerank, generator_name or knowledge_base.generator) if rerank != "none" else None
     index = services.indices.get(knowledge_base.id)
 
     query_embedding = None
@@ -107,32 +110,91 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
     return SearchResult(hits=hits[:top_k], timings_ms=timings)
 
 
-def answer(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
-           retrievers: list[str], max_new_tokens: int | None = None, rerank: str = "none",
-           rerank_candidates: int = 20) -> AnswerResult:
-    started_total = time.perf_counter()
+@dataclass
+class AnswerPlan:
+    """Everything decided before generation: the backbone, the packed passages and the prompt."""
+
+    generator: Generator
+    passages: list[Passage]
+    messages: list[Message]
+    max_new_tokens: int
+    timings_ms: dict[str, float]
+    started: float
+
+
+def plan_answer(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
+                retrievers: list[str], max_new_tokens: int | None = None, rerank: str = "none",
+                rerank_candidates: int = 20, generator_name: str | None = None) -> AnswerPlan:
+    started = time.perf_counter()
+    generator = services.backbone(generator_name or knowledge_base.generator)
     result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers, rerank=rerank,
-                    rerank_candidates=rerank_candidates)
+                    rerank_candidates=rerank_candidates, generator_name=generator_name or knowledge_base.generator)
     timings = {f"search_{name}": value for name, value in result.timings_ms.items()}
 
-    generator = services.generator.get()
     max_new_tokens = max_new_tokens or services.settings.generator_max_new_tokens
-    budget = min(generator.context_window, services.settings.generator_context_tokens) - max_new_tokens
+    window = min(generator.context_window, services.settings.generator_context_tokens)
+    if max_new_tokens >= window:
+        raise InvalidInput(f"max_new_tokens ({max_new_tokens}) must be smaller than the context window of "
+                           f"{generator.name} ({window} tokens)")
+    budget = window - max_new_tokens
     candidates = [Passage(marker=i + 1, rowid=hit.rowid, document_id=hit.document_id, chunk_id=hit.chunk_id,
                           title=hit.title, text=hit.text, score=hit.score) for i, hit in enumerate(result.hits)]
     passages = pack_passages(candidates, generator=generator, question=query, budget=budget)
-    if not passages:
-        timings["total"] = _elapsed_ms(started_total)
-        return AnswerResult(answer=NO_CONTEXT_ANSWER, citations=[], timings_ms=timings)
+    messages = build_messages(query, passages)
+    # Passages are counted one by one; the chat template adds tokens of its own, so check the whole prompt.
+    count_prompt = getattr(generator, "prompt_tokens", None)
+    while passages and count_prompt is not None and count_prompt(messages) > budget:
+        passages = passages[:-1]
+        messages = build_messages(query, passages)
+    return AnswerPlan(generator=generator, passages=passages, messages=messages, max_new_tokens=max_new_tokens,
+                      timings_ms=timings, started=started)
 
-    started = time.perf_counter()
-    text = generator.generate(build_messages(query, passages), max_new_tokens=max_new_tokens)
-    timings["generate"] = _elapsed_ms(started)
 
+def citations_for(text: str, passages: list[Passage]) -> list[Citation]:
     markers = cited_markers(text, len(passages))
     # An answer that cites nothing still came from these passages, so they are listed as its sources.
     cited = [passages[marker - 1] for marker in markers] or passages
-    citations = [Citation(marker=passage.marker, document_id=passage.document_id, chunk_id=passage.chunk_id,
-                          score=passage.score, snippet=passage.text[:SNIPPET_CHARACTERS]) for passage in cited]
-    timings["total"] = _elapsed_ms(started_total)
-    return AnswerResult(answer=text, citations=citations, timings_ms=timings)
+    return [Citation(marker=passage.marker, document_id=passage.document_id, chunk_id=passage.chunk_id,
+                     score=passage.score, snippet=passage.text[:SNIPPET_CHARACTERS]) for passage in cited]
+
+
+def answer(services: Services, knowledge_base: KnowledgeBase, **options) -> AnswerResult:
+    """Retrieve, pack and generate; options are those of plan_answer."""
+    plan = plan_answer(services, knowledge_base, **options)
+    if not plan.passages:
+        plan.timings_ms["total"] = _elapsed_ms(plan.started)
+        return AnswerResult(answer=NO_CONTEXT_ANSWER, citations=[], timings_ms=plan.timings_ms)
+
+    started = time.perf_counter()
+    try:
+        text = plan.generator.generate(plan.messages, max_new_tokens=plan.max_new_tokens)
+    except GenerationError as error:
+        raise BackboneFailed(str(error)) from error
+    plan.timings_ms["generate"] = _elapsed_ms(started)
+    plan.timings_ms["total"] = _elapsed_ms(plan.started)
+    return AnswerResult(answer=text, citations=citations_for(text, plan.passages), timings_ms=plan.timings_ms)
+
+
+def stream_answer(plan: AnswerPlan) -> Iterator[tuple[str, dict]]:
+    """Yield ("token", {"text"}) events as the answer is generated, then one ("done", {...}) or ("error", {...})."""
+    if not plan.passages:
+        plan.timings_ms["total"] = _elapsed_ms(plan.started)
+        yield "token", {"text": NO_CONTEXT_ANSWER}
+        yield "done", {"answer": NO_CONTEXT_ANSWER, "citations": [], "timings_ms": plan.timings_ms}
+        return
+
+    started = time.perf_counter()
+    pieces: list[str] = []
+    try:
+        for piece in plan.generator.stream(plan.messages, max_new_tokens=plan.max_new_tokens):
+            pieces.append(piece)
+            yield "token", {"text": piece}
+    except GenerationError as error:
+        logger.warning("generation failed mid-stream", extra={"backbone": plan.generator.name, "error": str(error)})
+        yield "error", {"detail": str(error)}
+        return
+    text = "".join(pieces).strip()
+    plan.timings_ms["generate"] = _elapsed_ms(started)
+    plan.timings_ms["total"] = _elapsed_ms(plan.started)
+    citations = [asdict(citation) for citation in citations_for(text, plan.passages)]
+    yield "done", {"answer": text, "citations": citations, "timings_ms": plan.timings_ms}

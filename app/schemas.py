@@ -23,6 +23,7 @@ class KnowledgeBaseCreate(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description=f"Name unique within the tenant, {NAME_RULE}.")
     chunk_size: int | None = Field(None, ge=16, description="Chunk size in embedder tokens; defaults to settings.")
     chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in embedder tokens.")
+    generator: str | None = Field(None, description="Backbone that answers queries; defaults to DOMAINRAG_GENERATOR.")
 
 
 class KnowledgeBasePublic(BaseModel):
@@ -32,6 +33,7 @@ class KnowledgeBasePublic(BaseModel):
     chunk_overlap: int
     document_count: int
     chunk_count: int
+    generator: str | None
     created_at: str
 
 
@@ -147,6 +149,9 @@ class QueryRequest(_QueryText, _Rerank):
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the generator as context.")
     retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"])
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    generator: str | None = Field(None, description="Backbone for this query, overriding the knowledge base's.")
+    stream: bool = Field(False, description="Answer as Server-Sent Events: 'token' events, then one 'done' "
+                         "event with citations and timings, or an 'error' event.")
 
 
 class CitationPublic(BaseModel):

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from app.errors import InvalidInput, NotReady
 from app.settings import Settings
-from generation.base import Generator
+from generation.base import Generator, GeneratorLoadError
+from generation.registry import GeneratorPool
 from retrievers.embedders import Embedder
 from retrievers.rerank import LLMReranker, RelevanceJudge, Reranker
 from storage.catalog import Catalog
@@ -74,15 +75,27 @@ class Services:
     settings: Settings
     catalog: Catalog
     embedder: Embedder
-    generator: LazyModel[Generator]
+    generator: LazyModel[Generator]  # the default backbone, loaded at start-up
+    generators: GeneratorPool
     indices: IndexRegistry
     cross_encoder: LazyModel[Reranker] | None = None
     jobs: "object" = field(default=None)  # app.jobs.JobRunner, set by create_app to avoid a construction cycle
 
-    def reranker(self, mode: str) -> Reranker:
+    def backbone(self, name: str | None) -> Generator:
+        """Return a named backbone (the default when None): 422 for an unknown name, 503 when loading fails."""
+        if name is None:
+            return self.generator.get()
+        if name not in self.generators.specs and name != self.generators.default:
+            raise InvalidInput(f"unknown generator {name!r}; configured backbones: {sorted(self.generators.specs)}")
+        try:
+            return self.generators.get(name)
+        except GeneratorLoadError as error:
+            raise NotReady(f"generator {name!r} failed to load: {error}") from error
+
+    def reranker(self, mode: str, generator_name: str | None = None) -> Reranker:
         """Return the reranker a request names; InvalidInput when this deployment cannot provide it."""
         if mode == "llm":
-            generator = self.generator.get()
+            generator = self.backbone(generator_name)
             if not isinstance(generator, RelevanceJudge):
                 raise InvalidInput(f"rerank 'llm' needs a generator that scores relevance; {generator.name} does not")
             return LLMReranker(generator)

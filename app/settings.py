@@ -6,6 +6,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from generation.registry import BackboneSpec, builtin_backbones
+
 
 class Settings(BaseSettings):
     """Everything the service reads from its environment; build it with `get_settings()`."""
@@ -23,8 +25,13 @@ class Settings(BaseSettings):
     )
     generator: str = Field(
         "smollm2",
-        description="'smollm2' for the packaged SmolLM2-135M-Instruct GGUF, 'extractive' for no model, "
-        "or a path to a Hugging Face checkpoint directory or a .gguf file.",
+        description="Default backbone: 'smollm2' (the packaged SmolLM2-135M-Instruct GGUF), 'extractive' (no "
+        "model), a name from DOMAINRAG_BACKBONES, or a path to a checkpoint directory or a .gguf file.",
+    )
+    backbones: dict[str, BackboneSpec] = Field(
+        default_factory=dict,
+        description="Extra named backbones as JSON, for example "
+        '{"legal-ft": {"kind": "peft", "path": "/models/legal-lora", "base": "smollm2"}}.',
     )
     generator_max_new_tokens: int = Field(160, ge=1, le=4096, description="Longest answer, in generator tokens.")
     generator_context_tokens: int = Field(
@@ -55,6 +62,10 @@ class Settings(BaseSettings):
                 f"DOMAINRAG_CHUNK_SIZE ({self.chunk_size})"
             )
         return self
+
+    @property
+    def all_backbones(self) -> dict[str, BackboneSpec]:
+        return {**builtin_backbones(), **self.backbones}
 
     @property
     def catalog_path(self) -> Path:

@@ -1,5 +1,6 @@
 """The generator protocol: the backbone that writes answers from numbered context."""
 
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]
@@ -14,6 +15,14 @@ class Generator(Protocol):
 
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str: ...
 
+    def stream(self, messages: list[Message], *, max_new_tokens: int) -> Iterator[str]:
+        """Yield the answer in pieces as they are produced."""
+        ...
+
 
 class GeneratorLoadError(RuntimeError):
     pass
+
+
+class GenerationError(RuntimeError):
+    """A backbone failed while answering, for example a remote server that dropped the stream."""

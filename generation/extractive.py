@@ -1,6 +1,7 @@
 """A generator with no model: answers with the passage sentences that share most terms with the question."""
 
 import re
+from collections.abc import Iterator
 
 from generation.base import Message
 from retrievers.text import Analyzer
@@ -28,6 +29,11 @@ class ExtractiveGenerator:
         if not query_terms:
             return [0.0] * len(passages)
         return [len(query_terms & set(self._analyzer.terms(passage))) / len(query_terms) for passage in passages]
+
+    def stream(self, messages: list[Message], *, max_new_tokens: int) -> Iterator[str]:
+        words = self.generate(messages, max_new_tokens=max_new_tokens).split(" ")
+        for position, word in enumerate(words):
+            yield word if position == 0 else " " + word
 
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         prompt = messages[-1]["content"]

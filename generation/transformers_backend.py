@@ -4,9 +4,10 @@ import hashlib
 import importlib.util
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from generation.base import GeneratorLoadError, Message
+from generation.base import GenerationError, GeneratorLoadError, Message
 from generation.prompts import relevance_messages
 
 logger = logging.getLogger(__name__)
@@ -54,31 +55,48 @@ def _load_gguf(gguf_path: Path, cache_root: Path):
     return tokenizer, model
 
 
+def load_checkpoint(path: Path, *, cache_root: Path):
+    """Load a tokenizer and causal LM from a checkpoint directory or a GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not path.exists():
+        raise GeneratorLoadError(f"generator path {path} does not exist; set it to a .gguf file or a Hugging Face "
+                                 "checkpoint directory")
+    try:
+        if path.suffix == ".gguf":
+            return _load_gguf(path, cache_root)
+        return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    except Exception as error:
+        raise GeneratorLoadError(f"failed to load the generator at {path}: {error}") from error
+
+
+def load_lora(base: Path, adapter: Path, *, cache_root: Path):
+    """Load a base checkpoint and apply a PEFT LoRA adapter, merged into the weights for plain-speed decoding."""
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").exists():
+        raise GeneratorLoadError(f"no PEFT adapter at {adapter}: expected adapter_config.json")
+    tokenizer, model = load_checkpoint(base, cache_root=cache_root)
+    try:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except Exception as error:
+        raise GeneratorLoadError(f"failed to apply the adapter at {adapter} to {base}: {error}") from error
+    return tokenizer, model
+
+
 class TransformersGenerator:
     """Greedy decoding with a chat template; one model per process, one generation at a time."""
 
-    def __init__(self, path: Path, *, cache_root: Path, threads: int | None = None) -> None:
+    def __init__(self, tokenizer, model, *, name: str, context_window: int | None = None,
+                 threads: int | None = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if not path.exists():
-            raise GeneratorLoadError(f"generator path {path} does not exist; set DOMAINRAG_GENERATOR to "
-                                     "'smollm2', 'extractive', a .gguf file or a checkpoint directory")
         if threads:
             torch.set_num_threads(threads)
-        try:
-            if path.suffix == ".gguf":
-                self.tokenizer, self.model = _load_gguf(path, cache_root)
-            else:
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model = AutoModelForCausalLM.from_pretrained(path)
-        except GeneratorLoadError:
-            raise
-        except Exception as error:
-            raise GeneratorLoadError(f"failed to load the generator at {path}: {error}") from error
+        self.tokenizer, self.model = tokenizer, model
         self.model.eval()
-        self.name = path.stem if path.suffix == ".gguf" else path.name
-        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.name = name
+        self.context_window = context_window or int(getattr(self.model.config, "max_position_embeddings", 2048))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
@@ -116,12 +134,49 @@ class TransformersGenerator:
             return passage
         return self.tokenizer.decode(token_ids[:RELEVANCE_MAX_PASSAGE_TOKENS])
 
+    def prompt_tokens(self, messages: list[Message]) -> int:
+        """Count the tokens of the full chat prompt, template included."""
+        return len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+
+    def _inputs(self, messages: list[Message]):
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)
+
+    def _generate_arguments(self, max_new_tokens: int) -> dict:
+        return {"max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.1,
+                "pad_token_id": self.tokenizer.pad_token_id}
+
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         import torch
 
-        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True)
+        inputs = self._inputs(messages)
         with self._lock, torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                         repetition_penalty=1.1, pad_token_id=self.tokenizer.pad_token_id)
+            output = self.model.generate(**inputs, **self._generate_arguments(max_new_tokens))
         return self.tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    def stream(self, messages: list[Message], *, max_new_tokens: int) -> Iterator[str]:
+        """Yield text pieces as tokens are decoded; generation runs on a worker thread."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs = self._inputs(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, **self._generate_arguments(max_new_tokens), streamer=streamer)
+            except BaseException as error:  # handed to the consumer, which raises it
+                failure.append(error)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, name="generate-stream", daemon=True)
+            worker.start()
+            for piece in streamer:
+                if piece:
+                    yield piece
+            worker.join()
+        if failure:
+            raise GenerationError(f"generation with {self.name} failed: {failure[0]}") from failure[0]

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS knowledge_bases (
     chunk_size INTEGER NOT NULL,
     chunk_overlap INTEGER NOT NULL,
     created_at TEXT NOT NULL,
+    generator TEXT,
     UNIQUE (tenant_id, name)
 );
 CREATE TABLE IF NOT EXISTS aliases (
@@ -97,7 +98,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     items TEXT NOT NULL,
     options TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    started_at TEXT,
+    documents_per_second REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 """
@@ -136,6 +139,7 @@ class KnowledgeBase:
     chunk_size: int
     chunk_overlap: int
     created_at: str
+    generator: str | None = None  # backbone name; None means the service default
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     updated_at: str = ""
+    started_at: str | None = None
+    documents_per_second: float = 0.0
 
 
 class Catalog:
@@ -200,6 +206,19 @@ class Catalog:
         self._write_lock = threading.Lock()
         with self._write_lock:
             self._connection().executescript(SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Add columns that later versions introduced to a catalog created before them."""
+        connection = self._connection()
+        columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+        if "started_at" not in columns:
+            connection.execute("ALTER TABLE jobs ADD COLUMN started_at TEXT")
+        if "documents_per_second" not in columns:
+            connection.execute("ALTER TABLE jobs ADD COLUMN documents_per_second REAL NOT NULL DEFAULT 0")
+        columns = {row["name"] for row in connection.execute("PRAGMA table_info(knowledge_bases)")}
+        if "generator" not in columns:
+            connection.execute("ALTER TABLE knowledge_bases ADD COLUMN generator TEXT")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -280,15 +299,17 @@ class Catalog:
 
     # Knowledge bases and aliases
 
-    def create_knowledge_base(self, *, tenant_id: str, name: str, chunk_size: int,
-                              chunk_overlap: int) -> KnowledgeBase:
+    def create_knowledge_base(self, *, tenant_id: str, name: str, chunk_size: int, chunk_overlap: int,
+                              generator: str | None = None) -> KnowledgeBase:
         knowledge_base = KnowledgeBase(id=f"kb_{uuid.uuid4().hex[:20]}", tenant_id=tenant_id, name=name,
-                                       chunk_size=chunk_size, chunk_overlap=chunk_overlap, created_at=utc_now())
+                                       chunk_size=chunk_size, chunk_overlap=chunk_overlap, created_at=utc_now(),
+                                       generator=generator)
         with self._transaction() as connection:
             connection.execute(
-                "INSERT INTO knowledge_bases (id, tenant_id, name, chunk_size, chunk_overlap, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (knowledge_base.id, tenant_id, name, chunk_size, chunk_overlap, knowledge_base.created_at),
+                "INSERT INTO knowledge_bases (id, tenant_id, name, chunk_size, chunk_overlap, created_at, generator) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (knowledge_base.id, tenant_id, name, chunk_size, chunk_overlap, knowledge_base.created_at,
+                 generator),
             )
         return knowledge_base
 
@@ -505,9 +526,10 @@ class Catalog:
         with self._transaction() as connection:
             connection.execute(
                 "UPDATE jobs SET status = ?, total = ?, processed = ?, failed = ?, unchanged = ?, errors = ?, "
-                "updated_at = ? WHERE id = ?",
+                "updated_at = ?, started_at = ?, documents_per_second = ? WHERE id = ?",
                 (job.status, job.total, job.processed, job.failed, job.unchanged,
-                 json.dumps(job.errors[:MAX_JOB_ERRORS]), job.updated_at, job.id),
+                 json.dumps(job.errors[:MAX_JOB_ERRORS]), job.updated_at, job.started_at,
+                 job.documents_per_second, job.id),
             )
 
 

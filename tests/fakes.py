@@ -53,6 +53,10 @@ class FakeGenerator:
         words = set(re.findall(r"\w+", query.lower()))
         return [float(len(words & set(re.findall(r"\w+", passage.lower())))) for passage in passages]
 
+    def stream(self, messages: list[Message], *, max_new_tokens: int):
+        for position, word in enumerate(self.generate(messages, max_new_tokens=max_new_tokens).split(" ")):
+            yield word if position == 0 else " " + word
+
     def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
         self.prompts.append(messages)
         body = messages[-1]["content"]

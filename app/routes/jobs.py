@@ -15,5 +15,6 @@ def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> JobPublic:
         raise NotFound(f"job {job_id!r} not found")
     return JobPublic(id=job.id, knowledge_base_id=job.knowledge_base_id, status=job.status, total=job.total,
                      processed=job.processed, failed=job.failed, unchanged=job.unchanged,
-                     errors=[JobError(**error) for error in job.errors], created_at=job.created_at,
-                     updated_at=job.updated_at)
+                     errors=[JobError(**error) for error in job.errors],
+                     documents_per_second=job.documents_per_second, created_at=job.created_at,
+                     started_at=job.started_at, updated_at=job.updated_at)

@@ -18,7 +18,8 @@ def to_public(services: Services, knowledge_base: KnowledgeBase) -> KnowledgeBas
     documents, chunks = services.catalog.count_documents(knowledge_base.id)
     return KnowledgeBasePublic(id=knowledge_base.id, name=knowledge_base.name, chunk_size=knowledge_base.chunk_size,
                                chunk_overlap=knowledge_base.chunk_overlap, document_count=documents,
-                               chunk_count=chunks, created_at=knowledge_base.created_at)
+                               chunk_count=chunks, generator=knowledge_base.generator,
+                               created_at=knowledge_base.created_at)
 
 
 @router.post("", status_code=201, response_model=KnowledgeBasePublic)
@@ -30,9 +31,13 @@ def create_knowledge_base(body: KnowledgeBaseCreate, services: ServicesDep, tena
         validate_chunking(chunk_size, chunk_overlap, max_tokens=services.embedder.max_tokens)
     except ChunkingError as error:
         raise InvalidInput(str(error)) from error
+    if body.generator is not None and body.generator not in services.generators.specs:
+        raise InvalidInput(f"unknown generator {body.generator!r}; configured backbones: "
+                           f"{sorted(services.generators.specs)}")
     try:
         knowledge_base = services.catalog.create_knowledge_base(tenant_id=tenant.id, name=body.name,
-                                                                chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+                                                                chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                                                                generator=body.generator)
     except sqlite3.IntegrityError as error:
         raise Conflict(f"knowledge base {body.name!r} already exists; choose another name or delete it first") from error
     logger.info("knowledge base created", extra={"tenant": tenant.id, "knowledge_base": knowledge_base.id})

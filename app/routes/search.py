@@ -1,6 +1,8 @@
+import json
 from dataclasses import asdict
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from app import rag
 from app.deps import ReadableKnowledgeBase, ServicesDep
@@ -21,11 +23,18 @@ def search(body: SearchRequest, knowledge_base: ReadableKnowledgeBase, services:
     return SearchResponse(hits=hits, timings_ms=result.timings_ms)
 
 
-@router.post("/query", response_model=QueryResponse)
-def query(body: QueryRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> QueryResponse:
+@router.post("/query", response_model=QueryResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true"}})
+def query(body: QueryRequest, knowledge_base: ReadableKnowledgeBase, services: ServicesDep):
     """Answer a question from the knowledge base, citing the passages used as [n] markers."""
-    result = rag.answer(services, knowledge_base, query=body.query, top_k=body.top_k, retrievers=body.retrievers,
-                        max_new_tokens=body.max_new_tokens, rerank=body.rerank,
-                        rerank_candidates=body.rerank_candidates)
+    options = {"query": body.query, "top_k": body.top_k, "retrievers": body.retrievers,
+               "max_new_tokens": body.max_new_tokens, "rerank": body.rerank,
+               "rerank_candidates": body.rerank_candidates, "generator_name": body.generator}
+    if body.stream:
+        # Retrieval and packing run before the response starts, so their errors still get a status code.
+        plan = rag.plan_answer(services, knowledge_base, **options)
+        events = (f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in rag.stream_answer(plan))
+        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    result = rag.answer(services, knowledge_base, **options)
     return QueryResponse(answer=result.answer, citations=[CitationPublic(**asdict(c)) for c in result.citations],
                          timings_ms=result.timings_ms)
