@@ -1,12 +1,19 @@
-"""Injected dependencies: the shared services, the calling tenant, and the knowledge base it names."""
+"""Injected dependencies: the shared services, the calling tenant and its limits, and the knowledge base it names.
 
-from typing import Annotated
+Roles: the admin key (DOMAINRAG_ADMIN_KEY) manages tenants and their keys and reads no tenant data. A tenant's
+read-only key may search, query and list; a read-write key may also change data and manage its tenant's keys.
+"""
 
 import hmac
+from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from app.errors import Forbidden, NotFound, Unauthorized
+from app.limits import KeyLimits
+from app.logs import set_request_knowledge_base, set_request_tenant
+from app.metrics import Metrics
 from app.services import Services
 from storage.catalog import ApiKey, KnowledgeBase, Tenant
 
@@ -15,7 +22,17 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
+def get_limits(request: Request) -> KeyLimits:
+    return request.app.state.limits
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+LimitsDep = Annotated[KeyLimits, Depends(get_limits)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 def _bearer(authorization: str | None) -> str:
@@ -37,10 +54,15 @@ def require_admin(services: ServicesDep, authorization: Annotated[str | None, He
         raise Unauthorized("invalid admin key")
 
 
-def current_key(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> tuple[Tenant, ApiKey]:
+def current_key(services: ServicesDep, limits: LimitsDep,
+                authorization: Annotated[str | None, Header()] = None) -> tuple[Tenant, ApiKey]:
+    """Authenticate a tenant key and count the request against that key's rate limit."""
     found = services.catalog.authenticate(_bearer(authorization))
     if found is None:
         raise Unauthorized("invalid or revoked API key")
+    tenant, api_key = found
+    set_request_tenant(tenant.id)
+    limits.requests.acquire(api_key.id)
     return found
 
 
@@ -55,8 +77,18 @@ def writer_tenant(key: Annotated[tuple[Tenant, ApiKey], Depends(current_key)]) -
     return tenant
 
 
+KeyDep = Annotated[tuple[Tenant, ApiKey], Depends(current_key)]
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 WriterDep = Annotated[Tenant, Depends(writer_tenant)]
+
+
+def upload_slot(key: KeyDep, limits: LimitsDep) -> Iterator[None]:
+    """Hold one of the calling key's concurrent-upload slots while the upload request runs."""
+    with limits.uploads.hold(key[1].id):
+        yield
+
+
+UploadSlot = Depends(upload_slot)
 
 
 def _resolve(services: Services, tenant: Tenant, kb: str) -> KnowledgeBase:
@@ -64,6 +96,7 @@ def _resolve(services: Services, tenant: Tenant, kb: str) -> KnowledgeBase:
     if knowledge_base is None:
         # Another tenant's knowledge base is reported exactly like a missing one.
         raise NotFound(f"knowledge base {kb!r} not found")
+    set_request_knowledge_base(knowledge_base.id)
     return knowledge_base
 
 

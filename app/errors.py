@@ -45,6 +45,12 @@ class UnsupportedMediaType(DomainError):
     status_code = 415
 
 
+class TooManyRequests(DomainError):
+    """A per-key limit was reached; the error carries a Retry-After header."""
+
+    status_code = 429
+
+
 class NotReady(DomainError):
     status_code = 503
 

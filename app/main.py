@@ -9,7 +9,10 @@ from fastapi import FastAPI
 
 from app.errors import install_error_handlers
 from app.jobs import JobRunner
-from app.routes import aliases, documents, health, jobs, knowledge_bases, search, tenants
+from app.limits import KeyLimits
+from app.metrics import Metrics
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.routes import aliases, documents, health, jobs, keys, knowledge_bases, search, tenants
 from app.services import LazyModel, Services
 from app.settings import Settings, get_settings
 from generation.base import Generator
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, embedder=embedder, generator=generator)
         app.state.services = services
+        app.state.metrics.watch_catalog(services.catalog, services.indices.directory)
         services.generator.start()
         services.jobs.start()
         logger.info("service started", extra={"data_dir": str(settings.data_dir), "embedder": services.embedder.name,
@@ -66,13 +70,21 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         try:
             yield
         finally:
-            services.jobs.stop()
+            logger.info("service stopping; finishing the document being ingested")
+            services.jobs.stop(timeout=settings.shutdown_timeout_s)
             services.indices.save_all()
             logger.info("service stopped")
 
     app = FastAPI(title="domainrag", version="0.1.0", lifespan=lifespan,
                   description="Retrieval-augmented generation over per-tenant domain knowledge bases.")
     install_error_handlers(app)
-    for module in (health, tenants, knowledge_bases, aliases, documents, jobs, search):
-        app.include_router(module.router)
+    app.state.limits = KeyLimits(settings)
+    app.state.metrics = Metrics()
+    # The last middleware added runs first: request ids and metrics also cover the 413s of the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_json_body_bytes=settings.max_json_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    for router in (health.router, tenants.router, keys.admin_router, keys.tenant_router, knowledge_bases.router,
+                   aliases.router, documents.router, jobs.router, search.router):
+        app.include_router(router)
     return app

@@ -51,6 +51,22 @@ class Settings(BaseSettings):
         120.0, ge=0, description="Seconds one uploaded file may take to parse before it becomes a per-file error; "
         "0 parses in the ingestion thread with no limit."
     )
+    max_json_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest request body accepted by any route other than the upload route."
+    )
+    rate_limit_per_second: float = Field(
+        100.0, ge=0, description="Requests per second that one API key may sustain; 0 turns the limit off."
+    )
+    rate_limit_burst: int = Field(
+        200, ge=1, description="Requests that one API key may send at once before the per-second rate applies."
+    )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, description="Upload requests that one API key may have in progress at the same time."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, description="Seconds a stopping service waits for requests in progress and for the "
+        "ingestion worker to finish its current document."
+    )
     embed_batch_size: int = Field(64, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset uses the core count.")
 

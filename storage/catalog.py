@@ -106,6 +106,8 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 """
 
 KEY_PREFIX_LENGTH = 12
+# A read-only key may search and query; a read-write key may also change data and manage its tenant's keys.
+KEY_ROLES = ("read-only", "read-write")
 # A job keeps at most this many per-item errors so that a bad bulk upload cannot grow one row without bound.
 MAX_JOB_ERRORS = 1000
 
@@ -260,22 +262,49 @@ class Catalog:
                 "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                 (tenant.id, tenant.name, tenant.created_at),
             )
-            key = self._insert_key(connection, tenant_id=tenant.id, role=role)
+            _, key = self._insert_key(connection, tenant_id=tenant.id, role=role)
         return tenant, key
 
-    def create_api_key(self, *, tenant_id: str, role: str) -> str:
+    def create_api_key(self, *, tenant_id: str, role: str) -> tuple[ApiKey, str]:
+        """Create another key for a tenant; returns its record and the key itself, which is not stored."""
         with self._transaction() as connection:
             return self._insert_key(connection, tenant_id=tenant_id, role=role)
 
-    def _insert_key(self, connection: sqlite3.Connection, *, tenant_id: str, role: str) -> str:
+    def _insert_key(self, connection: sqlite3.Connection, *, tenant_id: str, role: str) -> tuple[ApiKey, str]:
+        if role not in KEY_ROLES:
+            raise ValueError(f"invalid key role {role!r}; use one of {KEY_ROLES}")
         key = "drk_" + secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
+        record = ApiKey(id=f"key_{uuid.uuid4().hex[:20]}", tenant_id=tenant_id, prefix=key[:KEY_PREFIX_LENGTH],
+                        role=role, created_at=utc_now(), revoked_at=None)
         connection.execute(
             "INSERT INTO api_keys (id, tenant_id, prefix, salt, hash, role, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (f"key_{uuid.uuid4().hex[:20]}", tenant_id, key[:KEY_PREFIX_LENGTH], salt, _hash_key(key, salt), role,
-             utc_now()),
+            (record.id, tenant_id, record.prefix, salt, _hash_key(key, salt), role, record.created_at),
         )
-        return key
+        return record, key
+
+    def list_api_keys(self, *, tenant_id: str) -> list[ApiKey]:
+        """List a tenant's keys, revoked ones included, oldest first; only prefixes, never hashes."""
+        rows = self._query(
+            "SELECT id, tenant_id, prefix, role, created_at, revoked_at FROM api_keys WHERE tenant_id = ? "
+            "ORDER BY created_at, id",
+            (tenant_id,),
+        )
+        return [ApiKey(**dict(row)) for row in rows]
+
+    def revoke_api_key(self, *, tenant_id: str, key_id: str) -> ApiKey | None:
+        """Revoke a tenant's key; revoking it again keeps the first time. None when the tenant has no such key."""
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+                (utc_now(), tenant_id, key_id),
+            )
+            row = connection.execute(
+                "SELECT id, tenant_id, prefix, role, created_at, revoked_at FROM api_keys "
+                "WHERE tenant_id = ? AND id = ?",
+                (tenant_id, key_id),
+            ).fetchone()
+        return ApiKey(**dict(row)) if row else None
 
     def authenticate(self, key: str) -> tuple[Tenant, ApiKey] | None:
         """Return the tenant and key record for a presented key, or None when it matches no live key."""
@@ -296,6 +325,13 @@ class Catalog:
     def get_tenant_by_name(self, name: str) -> Tenant | None:
         row = self._query_one("SELECT * FROM tenants WHERE name = ?", (name,))
         return Tenant(**dict(row)) if row else None
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self._query_one("SELECT * FROM tenants WHERE id = ?", (tenant_id,))
+        return Tenant(**dict(row)) if row else None
+
+    def list_tenants(self) -> list[Tenant]:
+        return [Tenant(**dict(row)) for row in self._query("SELECT * FROM tenants ORDER BY created_at, id")]
 
     # Knowledge bases and aliases
 
@@ -363,6 +399,14 @@ class Catalog:
         with self._transaction() as connection:
             cursor = connection.execute("DELETE FROM aliases WHERE tenant_id = ? AND name = ?", (tenant_id, name))
         return cursor.rowcount > 0
+
+    def knowledge_base_sizes(self) -> list[tuple[str, int, int]]:
+        """Return (knowledge base id, documents, chunks) for every knowledge base, for the metrics endpoint."""
+        rows = self._query(
+            "SELECT kb.id, COUNT(d.id) AS documents, COALESCE(SUM(d.chunk_count), 0) AS chunks "
+            "FROM knowledge_bases kb LEFT JOIN documents d ON d.knowledge_base_id = kb.id GROUP BY kb.id ORDER BY kb.id"
+        )
+        return [(row["id"], row["documents"], row["chunks"]) for row in rows]
 
     def count_documents(self, knowledge_base_id: str) -> tuple[int, int]:
         row = self._query_one(
@@ -516,6 +560,14 @@ class Catalog:
     def get_job(self, job_id: str) -> Job | None:
         row = self._query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row else None
+
+    def job_totals(self) -> list[dict[str, Any]]:
+        """Sum the jobs the catalog holds by status: job count and documents processed, failed and unchanged."""
+        rows = self._query(
+            "SELECT status, COUNT(*) AS jobs, COALESCE(SUM(processed), 0) AS processed, "
+            "COALESCE(SUM(failed), 0) AS failed, COALESCE(SUM(unchanged), 0) AS unchanged FROM jobs GROUP BY status"
+        )
+        return [dict(row) for row in rows]
 
     def unfinished_jobs(self) -> list[Job]:
         rows = self._query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")

@@ -4,7 +4,7 @@ from pathlib import PurePath
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from app.deps import ReadableKnowledgeBase, ServicesDep, WritableKnowledgeBase
+from app.deps import ReadableKnowledgeBase, ServicesDep, UploadSlot, WritableKnowledgeBase
 from app.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.jobs import store_raw
 from app.schemas import DocumentList, DocumentPublic, JobAccepted
@@ -55,7 +55,7 @@ async def _multipart_items(request: Request, services: Services, knowledge_base_
     return items
 
 
-@router.post("", status_code=202, response_model=JobAccepted)
+@router.post("", status_code=202, response_model=JobAccepted, dependencies=[UploadSlot])
 async def upload_documents(request: Request, knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> JobAccepted:
     """Upload files (multipart field 'files') or an NDJSON body; ingestion runs as a background job."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -1,7 +1,8 @@
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.deps import ServicesDep
+from app.deps import MetricsDep, ServicesDep
 
 router = APIRouter(tags=["health"])
 
@@ -19,3 +20,10 @@ def readyz(services: ServicesDep) -> JSONResponse:
     body = {"status": "ready" if generator_ready else "loading", "catalog": "ok", "embedder": services.embedder.name,
             "generator": "ready" if generator_ready else "loading"}
     return JSONResponse(body, status_code=200 if generator_ready else 503)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+def prometheus_metrics(metrics: MetricsDep) -> Response:
+    """Expose Prometheus metrics; they carry knowledge base ids and counts, never names, keys or text."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
