@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from app.services import Services
-from ingestion.loaders.base import ItemError, ParsedDocument
-from ingestion.pipeline import PreparedDocument, parse_item, prepare
-from storage.catalog import Job, NewChunk
+from ingestion.isolation import IsolatedParser
+from ingestion.loaders.base import ItemError, ParsedDocument, ParseOptions
+from ingestion.pipeline import PreparedDocument, prepare
+from storage.catalog import Job, NewChunk, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class JobRunner:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._parser = IsolatedParser(services.settings.parse_timeout_s)
 
     def start(self) -> None:
         for job in self.services.catalog.unfinished_jobs():
@@ -66,6 +68,7 @@ class JobRunner:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._parser.close()
 
     def submit(self, job_id: str) -> None:
         self._queue.put(job_id)
@@ -107,9 +110,15 @@ class JobRunner:
         knowledge_base = next((kb for kb in catalog.all_knowledge_bases() if kb.id == job.knowledge_base_id), None)
         if knowledge_base is None:
             return
+        resumed = job.status == "running"
+        # A resumed job starts its counts again: documents it stored before the restart count as unchanged.
         job.status, job.total, job.processed, job.failed, job.unchanged, job.errors = "running", 0, 0, 0, 0, []
+        job.started_at, job.documents_per_second = utc_now(), 0.0
         catalog.update_job(job)
-        logger.info("job started", extra={"job": job.id, "knowledge_base": knowledge_base.id, "items": len(job.items)})
+        logger.info("job resumed" if resumed else "job started",
+                    extra={"job": job.id, "knowledge_base": knowledge_base.id, "items": len(job.items)})
+        options = ParseOptions(csv_mode=job.options.get("csv_mode", "row"),
+                               max_pdf_pages=self.services.settings.max_pdf_pages)
         started = time.perf_counter()
         last_progress = started
 
@@ -123,7 +132,7 @@ class JobRunner:
                 job.failed += 1
                 job.errors.append({"source": item["source"], "message": f"stored upload unreadable: {error}"})
                 continue
-            for parsed in parse_item(data, source=item["source"], kind=item["kind"]):
+            for parsed in self._parser.parse(data, source=item["source"], kind=item["kind"], options=options):
                 if self._stopping.is_set():
                     self._write_batch(job, batch)
                     catalog.update_job(job)
@@ -141,17 +150,20 @@ class JobRunner:
                     self._write_batch(job, batch)
                     batch = []
                 if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
+                    job.documents_per_second = _rate(job.processed, time.perf_counter() - started)
                     catalog.update_job(job)
                     last_progress = time.perf_counter()
         self._write_batch(job, batch)
 
         self.services.indices.get(knowledge_base.id).save()
+        elapsed = time.perf_counter() - started
+        job.documents_per_second = _rate(job.processed, elapsed)
         job.status = "succeeded" if job.failed == 0 else ("failed" if job.processed == 0 else "completed_with_errors")
         catalog.update_job(job)
-        elapsed = time.perf_counter() - started
         logger.info("job finished", extra={"job": job.id, "knowledge_base": knowledge_base.id, "status": job.status,
                                            "documents": job.processed, "failed": job.failed,
-                                           "unchanged": job.unchanged, "seconds": round(elapsed, 2)})
+                                           "unchanged": job.unchanged, "seconds": round(elapsed, 2),
+                                           "documents_per_second": job.documents_per_second})
 
     def _prepare(self, job: Job, knowledge_base, parsed: ParsedDocument, source: str) -> PreparedDocument | None:
         try:
@@ -160,11 +172,11 @@ class JobRunner:
                                token_offsets=self.services.embedder.token_offsets)
         except ValueError as error:
             job.failed += 1
-            job.errors.append({"source": f"{source} ({parsed.document_id})", "message": str(error)})
+            job.errors.append({"source": _error_source(source, parsed.document_id), "message": str(error)})
             return None
         if not prepared.chunks:
             job.failed += 1
-            job.errors.append({"source": f"{source} ({prepared.document_id})",
+            job.errors.append({"source": _error_source(source, prepared.document_id),
                                "message": "document has no text after normalisation"})
             return None
         existing = self.services.catalog.get_document(knowledge_base_id=knowledge_base.id,
@@ -184,9 +196,9 @@ class JobRunner:
         offset = 0
         for document in batch:
             chunks = []
-            for position, chunk in enumerate(document.chunks):
+            for position, (chunk, metadata) in enumerate(zip(document.chunks, document.chunk_metadata)):
                 chunks.append(NewChunk(position=position, text=chunk.text, embedding=embeddings[offset],
-                                       metadata={"start": chunk.start, "end": chunk.end, "tokens": chunk.tokens}))
+                                       metadata=metadata))
                 offset += 1
             self.services.catalog.replace_document(
                 knowledge_base_id=job.knowledge_base_id, document_id=document.document_id, title=document.title,
@@ -194,3 +206,12 @@ class JobRunner:
                 chunks=chunks)
             job.processed += 1
         self.services.indices.get(job.knowledge_base_id).apply_changes()
+
+
+def _rate(documents: int, seconds: float) -> float:
+    return round(documents / seconds, 2) if seconds > 0 else 0.0
+
+
+def _error_source(source: str, document_id: str | None) -> str:
+    """Name the file, and the document too when the file contains several (NDJSON lines, CSV rows)."""
+    return source if document_id in (None, source) else f"{source} ({document_id})"

@@ -1,5 +1,6 @@
 import logging
-from pathlib import PurePath
+import re
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/v1/knowledge-bases/{kb}/documents", tags=["documents
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 # Starlette's multipart parser limits files per request to 1000 by default; bulk uploads send more.
 MAX_FILES_PER_REQUEST = 10_000
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -33,6 +35,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def file_label(filename: str | None) -> str:
+    """Turn a client's file name into a label: a relative path with no empty, '.' or '..' parts.
+
+    The label names the document and never reaches the file system; storage paths come from the content hash.
+    Keeping folders ('a/readme.md', 'b/readme.md') gives files of the same name in different folders their
+    own documents.
+    """
+    name = _CONTROL_CHARACTERS.sub("", (filename or "").replace("\\", "/"))
+    parts = [part.strip() for part in name.split("/")]
+    label = "/".join(part for part in parts if part not in ("", ".", ".."))
+    return label or "upload"
+
+
 async def _multipart_items(request: Request, services: Services, knowledge_base_id: str) -> list[dict]:
     limit = services.settings.max_upload_bytes
     declared = request.headers.get("content-length")
@@ -48,15 +63,17 @@ async def _multipart_items(request: Request, services: Services, knowledge_base_
         data = await upload.read()
         if len(data) > limit:
             raise PayloadTooLarge(f"file {upload.filename!r} is {len(data)} bytes, over the limit of {limit} bytes")
-        # The client's file name is a label only; storage paths come from the content hash.
-        source = PurePath((upload.filename or "upload").replace("\\", "/")).name or "upload"
+        source = file_label(upload.filename)
         items.append({"source": source, "raw": store_raw(services.settings.data_dir, knowledge_base_id, data),
                       "kind": "file"})
     return items
 
 
 @router.post("", status_code=202, response_model=JobAccepted, dependencies=[UploadSlot])
-async def upload_documents(request: Request, knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> JobAccepted:
+async def upload_documents(
+    request: Request, knowledge_base: WritableKnowledgeBase, services: ServicesDep,
+    csv_mode: Literal["row", "file"] = Query("row", description="CSV files: one document per 'row', or one per 'file'."),
+) -> JobAccepted:
     """Upload files (multipart field 'files') or an NDJSON body; ingestion runs as a background job."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in NDJSON_TYPES:
@@ -71,7 +88,7 @@ async def upload_documents(request: Request, knowledge_base: WritableKnowledgeBa
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type or '(none)'!r}; send multipart/form-data "
                                    "with a 'files' field, or application/x-ndjson")
     job = services.catalog.create_job(tenant_id=knowledge_base.tenant_id, knowledge_base_id=knowledge_base.id,
-                                      items=items)
+                                      items=items, options={"csv_mode": csv_mode})
     services.jobs.submit(job.id)
     logger.info("upload accepted", extra={"tenant": knowledge_base.tenant_id, "knowledge_base": knowledge_base.id,
                                           "job": job.id, "items": len(items)})
@@ -88,7 +105,7 @@ def list_documents(knowledge_base: ReadableKnowledgeBase, services: ServicesDep,
     return DocumentList(data=data, count=len(data), total=total, offset=offset, limit=limit)
 
 
-@router.get("/{document_id}", response_model=DocumentPublic)
+@router.get("/{document_id:path}", response_model=DocumentPublic)
 def get_document(document_id: str, knowledge_base: ReadableKnowledgeBase, services: ServicesDep) -> DocumentPublic:
     """Show one document's record."""
     document = services.catalog.get_document(knowledge_base_id=knowledge_base.id, document_id=document_id)
@@ -97,7 +114,7 @@ def get_document(document_id: str, knowledge_base: ReadableKnowledgeBase, servic
     return _public(document)
 
 
-@router.delete("/{document_id}", status_code=204)
+@router.delete("/{document_id:path}", status_code=204)
 def delete_document(document_id: str, knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> Response:
     """Delete a document; it is removed from every index before this returns."""
     removed = services.catalog.delete_document(knowledge_base_id=knowledge_base.id, document_id=document_id)
