@@ -1,4 +1,4 @@
-"""The `domainrag` command: serve, ingest, query, create-tenant and demo."""
+"""The `domainrag` command: serve, ingest, query, create-tenant, finetune and demo."""
 
 import argparse
 import json
@@ -101,6 +101,47 @@ def create_tenant(args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune(args: argparse.Namespace) -> int:
+    """Train a LoRA adapter on question/answer pairs, with context retrieved from a knowledge base."""
+    from tqdm import tqdm
+
+    from app.settings import get_settings
+    from generation.finetune import LoraOptions, build_examples, train_lora
+    from generation.prompts import Passage
+    from generation.registry import resolve_checkpoint
+
+    records = [json.loads(line) for line in Path(args.train).read_text().splitlines() if line.strip()]
+    records = records[args.offset:args.offset + args.limit if args.limit else None]
+    missing = [i for i, record in enumerate(records) if not record.get("question") or not record.get("answer")]
+    if missing:
+        print(f"error: training lines {missing[:5]} lack \"question\" or \"answer\"", file=sys.stderr)
+        return 2
+    client = DomainRagClient(args.url, api_key=args.api_key, timeout_s=600)
+    examples = []
+    for record in tqdm(records, unit="question", desc="retrieve context"):
+        hits = client.search(args.kb, record["question"], args.top_k)["hits"]
+        passages = [Passage(marker=i + 1, rowid=i, document_id=hit["document_id"], chunk_id=hit["chunk_id"],
+                            title=hit.get("title", ""), text=hit["text"], score=hit["score"])
+                    for i, hit in enumerate(hits)]
+        gold = set(record.get("gold_docs") or ([record["gold_doc"]] if record.get("gold_doc") else []))
+        examples.extend(build_examples(record["question"], record["answer"], passages, gold))
+
+    settings = get_settings()
+    tokenizer, model = resolve_checkpoint(args.base, settings.all_backbones, cache_root=settings.data_dir / "models")
+    options = LoraOptions(rank=args.rank, epochs=args.epochs, learning_rate=args.learning_rate)
+    with tqdm(total=len(examples) * options.epochs, unit="step", desc="train LoRA") as progress:
+        def on_step(step: int, loss: float) -> None:
+            progress.set_postfix(loss=f"{loss:.3f}")
+            progress.update(1)
+
+        summary = train_lora(tokenizer, model, examples, Path(args.output), options=options, on_step=on_step)
+    print(f"trained {summary['steps']} steps on {summary['examples']} examples; loss {summary['first_loss']:.3f} "
+          f"-> {summary['last_loss']:.3f}; adapter in {args.output}")
+    backbone = json.dumps({args.name: {"kind": "peft", "path": str(Path(args.output).resolve()), "base": args.base}})
+    print(f"serve it with DOMAINRAG_BACKBONES='{backbone}' and \"generator\": \"{args.name}\"")
+    return 0
+
+
 def _wait_ready(client: httpx.Client, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--admin-key", help="admin key (env DOMAINRAG_ADMIN_KEY)")
     command.add_argument("--url", default=os.environ.get("DOMAINRAG_URL", DEFAULT_URL))
     command.set_defaults(handler=create_tenant)
+
+    command = commands.add_parser("finetune", help="train a LoRA adapter on question/answer pairs (CPU)")
+    command.add_argument("--train", required=True, help='JSONL with "question", "answer", optional "gold_docs"')
+    command.add_argument("--kb", required=True, help="knowledge base that supplies the retrieved context")
+    command.add_argument("--output", required=True, help="folder for the adapter")
+    command.add_argument("--base", default="smollm2", help="base backbone name or checkpoint path")
+    command.add_argument("--name", default="finetuned", help="backbone name to print in the serving hint")
+    command.add_argument("--top-k", type=int, default=3, help="passages retrieved per question")
+    command.add_argument("--offset", type=int, default=0, help="skip this many training lines")
+    command.add_argument("--limit", type=int, default=0, help="use at most this many lines (0: all)")
+    command.add_argument("--epochs", type=int, default=1)
+    command.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    command.add_argument("--learning-rate", type=float, default=2e-4)
+    _service_options(command)
+    command.set_defaults(handler=finetune)
 
     command = commands.add_parser("demo", help="start the service, ingest examples/ and answer a question")
     command.add_argument("--data-dir", default=str(REPOSITORY / "data"))

@@ -55,6 +55,14 @@ def _resolve_path(path: str) -> Path:
     return packaged_smollm2_path() if path == "packaged:smollm2" else Path(path)
 
 
+def resolve_checkpoint(name: str, specs: dict[str, BackboneSpec], *, cache_root: Path):
+    """Load the tokenizer and model of a local backbone, by name or path, for training."""
+    spec = spec_for(name, specs)
+    if spec.kind != "transformers":
+        raise GeneratorLoadError(f"backbone {name!r} is a '{spec.kind}' backbone; training needs a local checkpoint")
+    return load_checkpoint(_resolve_path(spec.path), cache_root=cache_root)
+
+
 def load_backbone(name: str, specs: dict[str, BackboneSpec], *, cache_root: Path,
                   threads: int | None = None) -> Generator:
     spec = spec_for(name, specs)

@@ -136,7 +136,8 @@ class TransformersGenerator:
 
     def prompt_tokens(self, messages: list[Message]) -> int:
         """Count the tokens of the full chat prompt, template included."""
-        return len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        return len(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"])
 
     def _inputs(self, messages: list[Message]):
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
