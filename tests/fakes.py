@@ -48,6 +48,10 @@ class FakeGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    def prompt_tokens(self, messages: list[Message]) -> int:
+        # A chat template adds a few tokens of its own around each message.
+        return sum(self.count_tokens(message["content"]) + 4 for message in messages)
+
     def relevance(self, query: str, passages: list[str]) -> list[float]:
         """Score a passage by how many query words it contains, so a reranked order is predictable."""
         words = set(re.findall(r"\w+", query.lower()))
