@@ -146,6 +146,12 @@ class TestHtml:
             assert word not in normalized
         assert [section.metadata["heading_path"] for section in document.sections] == [["Tides"], ["Tides", "Spring"]]
 
+    def test_wrapper_with_sidebar_class_kept(self):
+        page = (b'<html><body><div class="layout has-sidebar"><aside>asideword</aside>'
+                b'<article><h1>Heading</h1><p>Kept body text.</p></article></div></body></html>')
+        text = normalize_text(parse_one(page, "wrapped.html").text)
+        assert text == "Heading\n\nKept body text."
+
 
 class TestCsv:
     DATA = b"id,title,body,year\nr1,First,alpha text,2020\nr2,Second,beta text,2021\n,Third,gamma text,\n"

@@ -48,6 +48,9 @@ def load_html(data: bytes, *, source: str, options: ParseOptions) -> list[Parsed
 def _is_boilerplate(tag: Tag) -> bool:
     if tag.name in ("html", "body", "main", "article") or tag.attrs is None:
         return False
+    # A wrapper such as <div class="content has-sidebar"> around the page's main text is not boilerplate.
+    if tag.find(["main", "article", "h1"]) is not None:
+        return False
     words = " ".join([*tag.get("class", []), tag.get("id", "") or ""])
     return tag.get("role") in ("navigation", "banner", "contentinfo", "complementary") or bool(
         words and _BOILERPLATE.search(words))
