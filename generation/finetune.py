@@ -1,8 +1,8 @@
 """LoRA fine-tuning of a generator backbone on question/answer pairs with retrieved context.
 
-RankRAG's recipe in miniature: every training question gives one answer-with-context example (the numbered
-passages retrieved for it, then the reference answer) and, where gold documents are known, relevance
-judgements ("True" for a gold passage, "False" for a retrieved passage that is not gold). Loss is computed
+RankRAG's recipe in miniature. Every training question gives one answer-with-context example: the numbered
+passages retrieved for it, then the reference answer. Where gold documents are known, it also gives relevance
+judgements, "True" for a gold passage and "False" for a retrieved passage that is not gold. Loss is computed
 on the target tokens only. Runs on CPU; one step on a ~400-token example takes seconds on two cores.
 """
 

@@ -42,8 +42,8 @@ def _load_gguf(gguf_path: Path, cache_root: Path):
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    # transformers 5 marks GGUF models as quantized and refuses save_pretrained, although the weights are
-    # already dequantised floats; clearing both markers lets the model save as a plain checkpoint.
+    # transformers 5 marks GGUF models as quantized and rejects save_pretrained, but the weights are already
+    # dequantised floats. Clearing both markers lets the model save as a plain checkpoint.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
