@@ -12,7 +12,7 @@ from app.jobs import JobRunner
 from app.limits import KeyLimits
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.routes import aliases, documents, health, jobs, keys, knowledge_bases, search, tenants
+from app.routes import aliases, documents, graph, health, jobs, keys, knowledge_bases, search, tenants
 from app.services import LazyModel, Services
 from app.settings import Settings, get_settings
 from generation.base import Generator
@@ -85,6 +85,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                        max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     for router in (health.router, tenants.router, keys.admin_router, keys.tenant_router, knowledge_bases.router,
-                   aliases.router, documents.router, jobs.router, search.router):
+                   aliases.router, documents.router, jobs.router, search.router, graph.router):
         app.include_router(router)
     return app

@@ -5,7 +5,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
-from app.errors import BackboneFailed, InvalidInput
+from app.errors import BackboneFailed, InvalidInput, NotReady
 from app.services import Services
 from generation.base import GenerationError, Generator, Message
 from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
@@ -15,7 +15,7 @@ from storage.catalog import KnowledgeBase
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("bm25", "dense")
+RETRIEVERS = ("bm25", "dense", "graph")
 # Each retriever contributes this many candidates to fusion, or top_k when larger; RRF needs some depth
 # below the final cut so that a chunk ranked moderately by both retrievers can rise.
 FUSION_DEPTH = 100
@@ -124,11 +124,14 @@ class AnswerPlan:
 
 def plan_answer(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int,
                 retrievers: list[str], max_new_tokens: int | None = None, rerank: str = "none",
-                rerank_candidates: int = 20, generator_name: str | None = None) -> AnswerPlan:
+                rerank_candidates: int = 20, generator_name: str | None = None, mode: str = "local") -> AnswerPlan:
     started = time.perf_counter()
     generator = services.backbone(generator_name or knowledge_base.generator)
-    result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers, rerank=rerank,
-                    rerank_candidates=rerank_candidates, generator_name=generator_name or knowledge_base.generator)
+    if mode == "global":
+        result = community_search(services, knowledge_base, query=query, top_k=top_k)
+    else:
+        result = search(services, knowledge_base, query=query, top_k=top_k, retrievers=retrievers, rerank=rerank,
+                        rerank_candidates=rerank_candidates, generator_name=generator_name or knowledge_base.generator)
     timings = {f"search_{name}": value for name, value in result.timings_ms.items()}
 
     max_new_tokens = max_new_tokens or services.settings.generator_max_new_tokens
@@ -148,6 +151,29 @@ def plan_answer(services: Services, knowledge_base: KnowledgeBase, *, query: str
         messages = build_messages(query, passages)
     return AnswerPlan(generator=generator, passages=passages, messages=messages, max_new_tokens=max_new_tokens,
                       timings_ms=timings, started=started)
+
+
+def community_search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top_k: int) -> SearchResult:
+    """Rank the knowledge graph's community summaries for a broad question, as hits the generator can cite.
+
+    Each hit's text is a summary; its chunk and document are those of the first sentence the summary quotes.
+    """
+    started = time.perf_counter()
+    found, computing = services.indices.get(knowledge_base.id).global_search(query, top_k)
+    if not found and computing:
+        raise NotReady("the knowledge graph's communities are still being computed; retry in a minute")
+    rows = {row.rowid: row for row in services.catalog.get_chunks(
+        [rowid for community_hit in found for rowid in community_hit.community.rowids])}
+    hits = []
+    for rank, community_hit in enumerate(found, start=1):
+        community = community_hit.community
+        row = next((rows[rowid] for rowid in community.rowids if rowid in rows), None)
+        hits.append(SearchHit(
+            rowid=row.rowid if row else -1, chunk_id=chunk_id(row.document_id, row.position) if row else "",
+            document_id=row.document_id if row else "", title=f"Community {community.id}",
+            text=community.summary, score=community_hit.score, ranks={"communities": rank},
+            metadata={"community": community.id}))
+    return SearchResult(hits=hits, timings_ms={"communities": _elapsed_ms(started)})
 
 
 def citations_for(text: str, passages: list[Passage]) -> list[Citation]:

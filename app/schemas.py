@@ -126,7 +126,7 @@ class _Rerank(BaseModel):
 class SearchRequest(_QueryText, _Rerank):
     top_k: int = Field(10, ge=1, le=1000)
     retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"],
-                                  description="Retrievers to fuse: any of 'bm25', 'dense'.")
+                                  description="Retrievers to fuse: any of 'bm25', 'dense', 'graph'.")
 
 
 class SearchHitPublic(BaseModel):
@@ -150,6 +150,10 @@ class QueryRequest(_QueryText, _Rerank):
     retrievers: list[str] = Field(default_factory=lambda: ["bm25", "dense"])
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
     generator: str | None = Field(None, description="Backbone for this query, overriding the knowledge base's.")
+    mode: Literal["local", "global"] = Field(
+        "local", description="'local' generates the answer from retrieved chunks. 'global' generates it from the "
+        "knowledge graph's community summaries, for broad questions about the corpus's themes, and ignores "
+        "'retrievers' and 'rerank'.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: 'token' events, then one 'done' "
                          "event with citations and timings, or an 'error' event.")
 
@@ -166,3 +170,35 @@ class QueryResponse(BaseModel):
     answer: str
     citations: list[CitationPublic]
     timings_ms: dict[str, float]
+
+
+class EntityNeighbourPublic(BaseModel):
+    name: str
+    weight: float = Field(description="Sentence co-occurrences with the entity.")
+
+
+class EntityPublic(BaseModel):
+    name: str = Field(description="The name as first written in the knowledge base.")
+    key: str = Field(description="The normalised name that all spelling variants share.")
+    mention_count: int
+    chunk_ids: list[str] = Field(description="Chunks that mention the entity.")
+    neighbours: list[EntityNeighbourPublic] = Field(description="Most related entities, strongest first.")
+
+
+class EntityList(BaseModel):
+    data: list[EntityPublic]
+    count: int
+
+
+class CommunityPublic(BaseModel):
+    id: int
+    size: int = Field(description="Number of entities in the community.")
+    entities: list[str] = Field(description="The most central entities, most central first.")
+    summary: str
+    chunk_ids: list[str] = Field(description="Chunks whose sentences the summary quotes.")
+
+
+class CommunityList(BaseModel):
+    data: list[CommunityPublic]
+    count: int
+    computing: bool = Field(description="Whether a newer partition is being computed in the background.")

@@ -13,6 +13,9 @@ import numpy as np
 from retrievers.base import Hit, IndexedChunk, Retriever
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DenseRetriever
+from retrievers.graph import GraphRetriever
+from retrievers.graph.communities import Community, CommunityHit
+from retrievers.graph.retriever import EntityInfo
 from retrievers.text import Analyzer
 from storage.catalog import Catalog, ChunkRow
 from storage.locks import ReadWriteLock
@@ -30,7 +33,7 @@ def indexed_text(chunk: ChunkRow) -> str:
 
 
 class KnowledgeBaseIndex:
-    """BM25 and dense indices of one knowledge base, with the catalog sequence number they cover."""
+    """BM25, dense and graph indices of one knowledge base, with the catalog sequence number they cover."""
 
     def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
                  embedder_name: str, analyzer: Analyzer) -> None:
@@ -47,7 +50,8 @@ class KnowledgeBaseIndex:
         self._reset()
 
     def _reset(self) -> None:
-        self.retrievers = {"bm25": BM25Retriever(analyzer=self.analyzer), "dense": DenseRetriever(self.dimension)}
+        self.retrievers = {"bm25": BM25Retriever(analyzer=self.analyzer), "dense": DenseRetriever(self.dimension),
+                           "graph": GraphRetriever()}
         self.sequence = 0
 
     def __len__(self) -> int:
@@ -143,6 +147,24 @@ class KnowledgeBaseIndex:
     def search(self, *, retriever: str, query: str, query_embedding: np.ndarray | None, top_k: int) -> list[Hit]:
         with self._lock.read():
             return self.retrievers[retriever].search(query, query_embedding, top_k)
+
+    @property
+    def graph(self) -> GraphRetriever:
+        return self.retrievers["graph"]  # type: ignore[return-value]
+
+    def find_entities(self, query: str, *, limit: int) -> list[EntityInfo]:
+        with self._lock.read():
+            return self.graph.find_entities(query, limit=limit)
+
+    def communities(self) -> tuple[list[Community], bool]:
+        """Return the graph's summarised communities and whether a newer partition is being computed."""
+        with self._lock.read():
+            return self.graph.communities(), self.graph.computing_communities
+
+    def global_search(self, query: str, top_k: int) -> tuple[list[CommunityHit], bool]:
+        """Return the community summaries that best match a broad question, and whether a partition is running."""
+        with self._lock.read():
+            return self.graph.global_search(query, top_k), self.graph.computing_communities
 
 
 class IndexRegistry:

@@ -31,7 +31,8 @@ def query(body: QueryRequest, knowledge_base: ReadableKnowledgeBase, services: S
     """Answer a question from the knowledge base, citing the passages used as [n] markers."""
     options = {"query": body.query, "top_k": body.top_k, "retrievers": body.retrievers,
                "max_new_tokens": body.max_new_tokens, "rerank": body.rerank,
-               "rerank_candidates": body.rerank_candidates, "generator_name": body.generator}
+               "rerank_candidates": body.rerank_candidates, "generator_name": body.generator,
+               "mode": body.mode}
     if body.stream:
         # Retrieval and packing run before the response starts, so their errors still get a status code.
         plan = rag.plan_answer(services, knowledge_base, **options)

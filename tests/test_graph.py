@@ -1,0 +1,284 @@
+"""The graph retriever: normalisation, extraction, incremental updates, persistence, local and global search."""
+
+import numpy as np
+import pytest
+
+from retrievers.base import IndexedChunk
+from retrievers.graph import GraphRetriever
+from retrievers.graph.extraction import EntityExtractor
+from retrievers.graph.normalisation import normalise_entity
+from retrievers.graph.store import SNAPSHOT_FILE, GraphStore
+from tests.conftest import create_tenant, upload_ndjson
+
+
+def chunk(rowid: int, text: str) -> IndexedChunk:
+    return IndexedChunk(rowid=rowid, text=text, embedding=np.zeros(0, dtype=np.float32))
+
+
+# A two-hop corpus: the film names its director, and only the director's page names his country.
+FILM_CHUNKS = [
+    chunk(1, "Hotel By The Hour\nHotel By The Hour is a 1946 film directed by Emil Ortwin Krause."),
+    chunk(2, "Emil Ortwin Krause\nEmil Ortwin Krause was a film director from Austria. Krause was born in Graz."),
+    chunk(3, "Garden Of Lanterns\nGarden Of Lanterns is a 1950 film directed by Mira Sollen."),
+    chunk(4, "Mira Sollen\nMira Sollen was a film director from Norway."),
+    chunk(5, "Tidal Notes\nTidal Notes is an album by the band Velvet Harbour."),
+]
+
+
+def entity_keys(text: str) -> list[str]:
+    return [mention.key for mention in EntityExtractor().mentions(text)]
+
+
+class TestNormalisation:
+    @pytest.mark.parametrize("variant", ["Ｎｏｒｔｈｗｉｎｄ Labs", "NORTHWIND LABS", "Northwind  labs",
+                                         "northwind-lab", "Northwind Lab's"])
+    def test_variants_share_one_key(self, variant):
+        assert normalise_entity(variant) == "northwind lab"
+
+    @pytest.mark.parametrize(("name", "key"), [
+        ("IL-10", "il10"), ("IL 10", "il10"), ("TNF–alpha", "tnf alpha"), ("The Fighting Demon", "fighting demon"),
+        ("Benoît Pilon", "benoit pilon"), ("studies", "study"), ("analysis", "analysis"), ("CD4+", "cd4+"),
+    ])
+    def test_key(self, name, key):
+        assert normalise_entity(name) == key
+
+    def test_punctuation_only_is_empty(self):
+        assert normalise_entity(" -- ") == ""
+
+
+class TestExtraction:
+    def test_capitalised_name_with_connector(self):
+        assert entity_keys("The founder of Les Films du Losange was born in Tehran.") == [
+            "les films du losange", "tehran"]
+
+    def test_domain_terms(self):
+        assert entity_keys("IL-10 and TNF-alpha levels rose with mRNA of p53.") == [
+            "il10", "tnf alpha", "levels rose", "mrna", "p53"]
+
+    def test_initials_join_a_name(self):
+        assert entity_keys("It was directed by E. W. Emo in Vienna.") == ["e w emo", "vienna"]
+
+    def test_text_without_entities(self):
+        assert EntityExtractor().mentions("it is what it is, and so on.") == []
+
+    def test_sentences_split_on_line_breaks_and_full_stops(self):
+        sentences = EntityExtractor().extract("Title Here\nAnna Berg met Otto Lind. They left for Oslo.")
+        assert [sentence.text for sentence in sentences] == ["Title Here", "Anna Berg met Otto Lind.",
+                                                              "They left for Oslo."]
+        assert [mention.key for mention in sentences[1].mentions] == ["anna berg", "otto lind"]
+
+
+class TestStore:
+    def test_unicode_variants_are_one_node(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, "Ｎｏｒｔｈｗｉｎｄ Labs hired Ada Stone."), chunk(2, "NORTHWIND LABS moved to Leeds."),
+                       chunk(3, "Northwind  labs won.")])
+        assert retriever.store.entity_ids["northwind lab"] == 0
+        assert retriever.store.entity_chunks[0] == {1: 1, 2: 1, 3: 1}
+        assert sorted(retriever.store.entity_ids) == ["ada stone", "leed", "northwind lab"]
+
+    def test_relations_count_sentence_co_occurrence(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, "Anna Berg met Otto Lind. Otto Lind left."), chunk(2, "Anna Berg and Otto Lind.")])
+        anna, otto = retriever.store.entity_ids["anna berg"], retriever.store.entity_ids["otto lind"]
+        assert retriever.store.graph[anna][otto]["weight"] == 2
+
+    def test_delete_removes_orphaned_entities_and_relations(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, "Anna Berg met Otto Lind."), chunk(2, "Anna Berg visited Bergen.")])
+        retriever.delete([1])
+        assert sorted(retriever.store.entity_ids) == ["anna berg", "bergen"]
+        assert retriever.store.graph.number_of_edges() == 1
+        assert len(retriever) == 1
+
+    def test_adding_a_chunk_again_replaces_it(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, "Anna Berg met Otto Lind.")])
+        retriever.add([chunk(1, "Anna Berg met Karl Dahl.")])
+        assert sorted(retriever.store.entity_ids) == ["anna berg", "karl dahl"]
+        assert retriever.store.graph.number_of_edges() == 1
+
+    def test_incremental_add_keeps_the_graph(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS[:4])
+        graph = retriever.store.graph
+        krause = retriever.store.entity_ids["emil ortwin krause"]
+        retriever.add([chunk(9, "Emil Ortwin Krause also directed Night Ferry.")])
+        assert retriever.store.graph is graph
+        assert retriever.store.entity_ids["emil ortwin krause"] == krause
+        assert retriever.store.entity_chunks[krause] == {1: 1, 2: 2, 9: 1}
+
+    def test_empty_text_adds_nothing(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, ""), chunk(2, "it is so.")])
+        assert len(retriever) == 2
+        assert retriever.store.entity_count == 0
+        assert retriever.search("anything at all", None, 5) == []
+
+    def test_save_and_load_round_trip(self, tmp_path):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        retriever.delete([5])
+        retriever.save(tmp_path)
+        loaded = GraphRetriever()
+        loaded.load(tmp_path)
+        assert loaded.store.entity_ids == retriever.store.entity_ids
+        assert loaded.store.names == retriever.store.names
+        assert loaded.store.entity_chunks == retriever.store.entity_chunks
+        assert sorted(loaded.store.graph.edges(data="weight")) == sorted(retriever.store.graph.edges(data="weight"))
+        assert loaded.search("Who directed Hotel By The Hour?", None, 3) == \
+            retriever.search("Who directed Hotel By The Hour?", None, 3)
+        assert not (tmp_path / (SNAPSHOT_FILE + ".tmp")).exists()
+
+    def test_snapshot_of_another_format_is_rejected(self, tmp_path):
+        GraphRetriever().save(tmp_path)
+        with np.load(tmp_path / SNAPSHOT_FILE) as arrays:
+            contents = dict(arrays)
+        contents["format"] = np.array([999])
+        np.savez(tmp_path / SNAPSHOT_FILE, **contents)
+        with pytest.raises(ValueError, match="has format 999, expected 1"):
+            GraphStore.read(tmp_path)
+
+
+class TestLocalSearch:
+    def test_second_hop_ranks_above_unrelated(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        hits = retriever.search("Which country is the director of Hotel By The Hour from?", None, 5)
+        assert [hit.rowid for hit in hits[:2]] == [1, 2]
+        assert all(hit.source == "graph" for hit in hits)
+        assert 5 not in [hit.rowid for hit in hits]
+
+    def test_partial_name_links_to_full_name(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        hits = retriever.search("Where was Sollen born?", None, 2)
+        assert [hit.rowid for hit in hits] == [4, 3]
+
+    def test_unlinked_query_returns_nothing(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        assert retriever.search("what is this about?", None, 5) == []
+
+    def test_search_sees_changes(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        assert retriever.search("Velvet Harbour", None, 1)[0].rowid == 5
+        retriever.delete([5])
+        assert retriever.search("Velvet Harbour", None, 1) == []
+
+
+class TestCommunities:
+    def test_communities_group_related_entities(self):
+        retriever = GraphRetriever()
+        retriever.add([
+            chunk(1, "Anna Berg met Otto Lind in Oslo."), chunk(2, "Otto Lind and Anna Berg sailed from Oslo."),
+            chunk(3, "Anna Berg, Otto Lind and Oslo again."),
+            chunk(4, "Karl Dahl studied with Eva Moen in Bergen."), chunk(5, "Eva Moen and Karl Dahl left Bergen."),
+            chunk(6, "Karl Dahl, Eva Moen and Bergen again."),
+        ])
+        communities = retriever.communities()
+        assert sorted(sorted(community.entity_names) for community in communities) == [
+            ["Anna Berg", "Oslo", "Otto Lind"], ["Bergen", "Eva Moen", "Karl Dahl"]]
+        oslo = next(community for community in communities if "Oslo" in community.entity_names)
+        assert oslo.summary.startswith("Entities: ")
+        assert "Anna Berg met Otto Lind in Oslo." in oslo.summary
+
+    def test_global_search_ranks_matching_summary_first(self):
+        retriever = GraphRetriever()
+        retriever.add([
+            chunk(1, "Anna Berg met Otto Lind in Oslo."), chunk(2, "Otto Lind and Anna Berg sailed from Oslo."),
+            chunk(3, "Karl Dahl studied with Eva Moen in Bergen."), chunk(4, "Eva Moen and Karl Dahl left Bergen."),
+        ])
+        hits = retriever.global_search("What happened around Bergen?", 2)
+        assert "Bergen" in hits[0].community.entity_names
+        assert hits[0].score > 0
+
+    def test_single_chunk_has_no_communities(self):
+        retriever = GraphRetriever()
+        retriever.add([chunk(1, "Anna Berg met Otto Lind in Oslo.")])
+        assert retriever.communities() == []
+        assert retriever.global_search("Oslo", 3) == []
+
+
+GRAPH_DOCUMENTS = [
+    {"id": "film", "title": "Hotel By The Hour", "text": "Hotel By The Hour is a 1946 film directed by Emil Krause."},
+    {"id": "director", "title": "Emil Krause", "text": "Emil Krause was a film director from Austria."},
+    {"id": "album", "title": "Tidal Notes", "text": "Tidal Notes is an album by Velvet Harbour."},
+]
+
+
+class TestGraphApi:
+    def test_search_with_graph(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        upload_ndjson(client, tenant, "films", GRAPH_DOCUMENTS)
+        response = client.post("/v1/knowledge-bases/films/search",
+                               json={"query": "Where is the director of Hotel By The Hour from?",
+                                     "retrievers": ["graph"], "top_k": 2}, headers=tenant)
+        assert response.status_code == 200, response.text
+        assert [hit["document_id"] for hit in response.json()["hits"]] == ["film", "director"]
+        assert response.json()["hits"][0]["ranks"] == {"graph": 1}
+
+    def test_unknown_retriever_lists_graph(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        response = client.post("/v1/knowledge-bases/films/search", json={"query": "x", "retrievers": ["sparse"]},
+                               headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == ("retrievers must be a non-empty list drawn from "
+                                             "['bm25', 'dense', 'graph'], got ['sparse']")
+
+    def test_entities_route(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        upload_ndjson(client, tenant, "films", GRAPH_DOCUMENTS)
+        response = client.get("/v1/knowledge-bases/films/graph/entities", params={"q": "EMIL-KRAUSE"},
+                              headers=tenant)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["count"] == 1
+        entity = body["data"][0]
+        assert entity["name"] == "Emil Krause"
+        assert entity["key"] == "emil krause"
+        assert entity["mention_count"] == 3
+        assert entity["chunk_ids"] == ["film#0", "director#0"]
+        # Ties in weight keep the order in which the entities were first seen.
+        assert [neighbour["name"] for neighbour in entity["neighbours"]] == [
+            "Hotel By The Hour", "film directed", "film director", "Austria"]
+        assert [neighbour["weight"] for neighbour in entity["neighbours"]] == [1.0, 1.0, 1.0, 1.0]
+
+    def test_entities_route_needs_q(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        response = client.get("/v1/knowledge-bases/films/graph/entities", headers=tenant)
+        assert response.status_code == 422
+
+    def test_other_tenants_graph_is_404(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        other = create_tenant(client, "other")
+        response = client.get("/v1/knowledge-bases/films/graph/communities", headers=other)
+        assert response.status_code == 404
+
+    def test_communities_and_global_query(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "people"}, headers=tenant)
+        upload_ndjson(client, tenant, "people", [
+            {"id": "a", "text": "Anna Berg met Otto Lind in Oslo."},
+            {"id": "b", "text": "Otto Lind and Anna Berg sailed from Oslo."},
+            {"id": "c", "text": "Karl Dahl studied with Eva Moen in Bergen."},
+            {"id": "d", "text": "Eva Moen and Karl Dahl left Bergen."},
+        ])
+        listing = client.get("/v1/knowledge-bases/people/graph/communities", headers=tenant).json()
+        assert listing["count"] == 2
+        assert listing["computing"] is False
+        assert sorted(community["size"] for community in listing["data"]) == [3, 3]
+
+        response = client.post("/v1/knowledge-bases/people/query",
+                               json={"query": "What happened in Bergen?", "mode": "global", "top_k": 1},
+                               headers=tenant)
+        assert response.status_code == 200, response.text
+        citations = response.json()["citations"]
+        assert [citation["document_id"] for citation in citations] == ["c"]
+        assert citations[0]["snippet"].startswith("Entities: ")
+
+    def test_invalid_mode_is_422(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "people"}, headers=tenant)
+        response = client.post("/v1/knowledge-bases/people/query", json={"query": "x", "mode": "everything"},
+                               headers=tenant)
+        assert response.status_code == 422
