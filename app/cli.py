@@ -34,7 +34,7 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = get_settings()
     uvicorn.run("app.main:create_app", factory=True, host=args.host or settings.host, port=args.port or settings.port,
-                log_config=None, access_log=False)
+                log_config=None, access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0
 
 
@@ -46,9 +46,11 @@ def ingest(args: argparse.Namespace) -> int:
     for argument in args.paths:
         path = Path(argument)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            # Files keep their path below the folder as label, so a/readme.md and b/readme.md stay two documents.
+            paths.extend((p, p.relative_to(path).as_posix())
+                         for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
         elif path.is_file():
-            paths.append(path)
+            paths.append((path, path.name))
         else:
             print(f"error: {argument} is not a file or folder", file=sys.stderr)
             return 2
@@ -63,7 +65,8 @@ def ingest(args: argparse.Namespace) -> int:
     with tqdm(total=len(paths), unit="file", desc=f"ingest into {args.kb}") as progress:
         for start in range(0, len(paths), UPLOAD_BATCH_FILES):
             batch = paths[start:start + UPLOAD_BATCH_FILES]
-            job = client.wait_for_job(client.upload_files(args.kb, batch), poll_interval_s=0.5)
+            job_id = client.upload_files(args.kb, [path for path, _ in batch], [label for _, label in batch])
+            job = client.wait_for_job(job_id, poll_interval_s=0.5)
             for key in totals:
                 totals[key] += job[key]
             for error in job["errors"]:

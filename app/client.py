@@ -146,11 +146,16 @@ class DomainRagClient:
         )
         return str(response.json()["job_id"])
 
-    def upload_files(self, kb: str, paths: Sequence[Path]) -> str:
-        """Upload files as one multipart request (field ``files``) and return the job id."""
+    def upload_files(self, kb: str, paths: Sequence[Path], labels: Sequence[str] | None = None) -> str:
+        """Upload files as one multipart request (field ``files``) and return the job id.
+
+        ``labels`` are the file names the service sees (and uses as document ids); by default each
+        file's base name.
+        """
+        labels = list(labels) if labels is not None else [path.name for path in paths]
         handles = [path.open("rb") for path in paths]
         try:
-            files = [("files", (path.name, handle)) for path, handle in zip(paths, handles)]
+            files = [("files", (label, handle)) for label, handle in zip(labels, handles)]
             response = self._tenant_request(
                 "POST", f"/v1/knowledge-bases/{quote(kb, safe='')}/documents", expected=(202,), files=files
             )
