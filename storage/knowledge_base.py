@@ -23,6 +23,7 @@ from storage.locks import ReadWriteLock
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+RETRIEVER_NAMES = ("bm25", "dense", "graph")
 # Snapshot after this many logged changes, so that a restart replays at most this many from the catalog.
 SNAPSHOT_EVERY_CHANGES = 20_000
 
@@ -49,50 +50,74 @@ class KnowledgeBaseIndex:
         self._lock = ReadWriteLock()
         self._reset()
 
+    def _new_retriever(self, name: str) -> Retriever:
+        if name == "bm25":
+            return BM25Retriever(analyzer=self.analyzer)
+        if name == "dense":
+            return DenseRetriever(self.dimension)
+        return GraphRetriever()
+
     def _reset(self) -> None:
-        self.retrievers = {"bm25": BM25Retriever(analyzer=self.analyzer), "dense": DenseRetriever(self.dimension),
-                           "graph": GraphRetriever()}
+        self.retrievers = {name: self._new_retriever(name) for name in RETRIEVER_NAMES}
         self.sequence = 0
 
     def __len__(self) -> int:
         return len(self.retrievers["dense"])
 
     def open(self) -> None:
-        """Load the last snapshot and catch up from the catalog; rebuild from the catalog if it is unusable."""
+        """Load the last snapshot and catch up from the catalog.
+
+        A retriever whose snapshot is missing or unreadable (a new retriever type, a corrupt file) is rebuilt
+        from the catalog's stored embeddings on its own; the others keep their snapshots.
+        """
         started = time.perf_counter()
         with self._lock.write():
-            try:
-                loaded = self._load_snapshot()
-            except Exception as error:
-                logger.warning("index snapshot unreadable; rebuilding from the catalog",
-                               extra={"knowledge_base": self.knowledge_base_id, "error": str(error)})
-                loaded = False
-            if not loaded:
-                self._rebuild()
+            stale = self._load_snapshot()
+            if stale:
+                self._rebuild(stale)
             replayed = self._catch_up()
         logger.info("index opened", extra={"knowledge_base": self.knowledge_base_id, "chunks": len(self),
-                                           "from_snapshot": loaded, "replayed_changes": replayed,
+                                           "rebuilt": stale, "replayed_changes": replayed,
                                            "ms": round(1000 * (time.perf_counter() - started), 1)})
 
-    def _load_snapshot(self) -> bool:
+    def _load_snapshot(self) -> list[str]:
+        """Load each retriever's snapshot and return the names of those that must be rebuilt."""
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
-            return False
-        manifest = json.loads(manifest_path.read_text())
+            return list(self.retrievers)
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            sequence = int(manifest["sequence"])
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning("index manifest unreadable; rebuilding every index from the catalog",
+                           extra={"knowledge_base": self.knowledge_base_id, "error": str(error)})
+            return list(self.retrievers)
         if manifest.get("embedder") != self.embedder_name or manifest.get("dimension") != self.dimension:
             logger.warning("index snapshot was built with another embedder; rebuilding from stored embeddings",
                            extra={"knowledge_base": self.knowledge_base_id, "snapshot_embedder": manifest.get("embedder")})
-            return False
-        for retriever in self.retrievers.values():
-            retriever.load(self.directory)
-        self.sequence = int(manifest["sequence"])
-        return True
+            return list(self.retrievers)
 
-    def _rebuild(self) -> None:
-        self._reset()
-        self.sequence = self.catalog.last_sequence(self.knowledge_base_id)
+        stale = []
+        for name, retriever in self.retrievers.items():
+            try:
+                retriever.load(self.directory)
+            except Exception as error:
+                logger.warning("index snapshot missing or unreadable; rebuilding it from the catalog",
+                               extra={"knowledge_base": self.knowledge_base_id, "retriever": name, "error": str(error)})
+                stale.append(name)
+        self.sequence = sequence if len(stale) < len(self.retrievers) else 0
+        return stale
+
+    def _rebuild(self, names: list[str]) -> None:
+        """Rebuild the named retrievers from every chunk in the catalog, without embedding anything."""
+        for name in names:
+            self.retrievers[name] = self._new_retriever(name)
+        if len(names) == len(self.retrievers):
+            self.sequence = self.catalog.last_sequence(self.knowledge_base_id)
+        # With some snapshots loaded, the sequence stays theirs: replaying newer changes onto a rebuilt
+        # retriever is harmless because every retriever's add replaces and its delete ignores unknown rowids.
         for batch in self.catalog.iter_chunks(self.knowledge_base_id):
-            self._add_rows(batch)
+            self._add_rows(batch, names)
         self._unsaved_changes = len(self)
 
     def _catch_up(self) -> int:
@@ -112,10 +137,10 @@ class KnowledgeBaseIndex:
         self._unsaved_changes += len(changes)
         return len(changes)
 
-    def _add_rows(self, rows: list[ChunkRow]) -> None:
+    def _add_rows(self, rows: list[ChunkRow], names: list[str] | None = None) -> None:
         chunks = [IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding) for row in rows]
-        for retriever in self.retrievers.values():
-            retriever.add(chunks)
+        for name in names or list(self.retrievers):
+            self.retrievers[name].add(chunks)
 
     def apply_changes(self) -> None:
         """Bring the indices up to the catalog after a write; snapshot when enough changes have piled up."""

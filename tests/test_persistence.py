@@ -74,3 +74,18 @@ class TestRestart:
             hits = index.search(retriever=retriever, query="aspirin infarction", query_embedding=query_embedding,
                                 top_k=10)
             assert not set(removed) & {hit.rowid for hit in hits}
+
+    def test_one_missing_snapshot_rebuilds_only_that_retriever(self, data_dir, caplog):
+        ingest(data_dir)
+        for snapshot in (data_dir / "kb").glob("*/index/bm25.npz"):
+            snapshot.unlink()
+        catalog = Catalog(data_dir / "catalog.sqlite3")
+        knowledge_base = catalog.all_knowledge_bases()[0]
+        registry = IndexRegistry(catalog=catalog, root=data_dir / "kb", dimension=FakeEmbedder.dimension,
+                                 embedder_name=FakeEmbedder.name)
+        with caplog.at_level("INFO", logger="storage.knowledge_base"):
+            index = registry.get(knowledge_base.id)
+        opened = [record for record in caplog.records if record.message == "index opened"]
+        assert opened[0].rebuilt == ["bm25"]
+        hits = index.search(retriever="bm25", query="statins cholesterol", query_embedding=None, top_k=3)
+        assert catalog.get_chunks([hits[0].rowid])[0].document_id == "statins"
