@@ -202,6 +202,7 @@ class IndexRegistry:
         self.embedder_name = embedder_name
         self.analyzer = Analyzer()
         self._indices: dict[str, KnowledgeBaseIndex] = {}
+        self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def directory(self, knowledge_base_id: str) -> Path:
@@ -211,13 +212,22 @@ class IndexRegistry:
     def get(self, knowledge_base_id: str) -> KnowledgeBaseIndex:
         with self._lock:
             index = self._indices.get(knowledge_base_id)
+            if index is not None:
+                return index
+            opening = self._opening.setdefault(knowledge_base_id, threading.Lock())
+        # Opening a large knowledge base takes seconds; only requests for that one wait for it.
+        with opening:
+            with self._lock:
+                index = self._indices.get(knowledge_base_id)
             if index is None:
                 index = KnowledgeBaseIndex(knowledge_base_id=knowledge_base_id,
                                            directory=self.directory(knowledge_base_id), catalog=self.catalog,
                                            dimension=self.dimension, embedder_name=self.embedder_name,
                                            analyzer=self.analyzer)
                 index.open()
-                self._indices[knowledge_base_id] = index
+                with self._lock:
+                    self._indices[knowledge_base_id] = index
+                    self._opening.pop(knowledge_base_id, None)
             return index
 
     def drop(self, knowledge_base_id: str) -> None:
