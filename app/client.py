@@ -15,6 +15,8 @@ import httpx
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_CHARS = 1000
+MAX_RATE_LIMIT_RETRIES = 5
+MAX_RETRY_AFTER_SECONDS = 30.0
 
 
 class ApiError(RuntimeError):
@@ -104,6 +106,12 @@ class DomainRagClient:
             raise ValueError(f"{method} {path} needs an API key, but none is set on the client")
         headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
         response = self._http.request(method, path, headers=headers, **kwargs)
+        for _ in range(MAX_RATE_LIMIT_RETRIES):
+            # The service limits requests per key; wait as long as it asks, then send the request again.
+            if response.status_code != 429 or "files" in kwargs:
+                break
+            time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), MAX_RETRY_AFTER_SECONDS))
+            response = self._http.request(method, path, headers=headers, **kwargs)
         if response.status_code not in expected:
             raise ApiError(method, str(response.request.url), response.status_code, response.text)
         return response
