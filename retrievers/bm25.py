@@ -1,13 +1,15 @@
 """BM25 over an inverted index with incremental add and delete.
 
 Postings live in immutable segments (term-major CSR arrays, like Lucene's segments). New chunks collect in a
-small buffer that becomes a segment when searched or when it fills; segments merge when there are too many.
-Deleted chunks are masked out at once and purged at the next merge. Document frequencies keep counting
-deleted chunks until that merge, as in Lucene, so scores drift slightly between a delete and the next merge.
+small buffer that becomes a segment when searched or when it fills; the smaller segments merge when there are
+too many. Deleted chunks are masked out at once and purged when the index is saved or when they pile up.
+Document frequencies and the collection size keep counting deleted chunks until they are purged, as in
+Lucene, so scores drift slightly between a delete and the purge.
 """
 
 import math
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ DEFAULT_K1 = 1.2
 DEFAULT_B = 0.75
 BUFFER_LIMIT = 2048
 MAX_SEGMENTS = 8
+# A merge that overflows MAX_SEGMENTS rewrites every segment, purging deleted chunks, once more than this share
+# of positions belongs to deleted chunks; otherwise it merges only the small segments.
+PURGE_DELETED_SHARE = 0.2
 
 
 @dataclass
@@ -67,6 +72,13 @@ class BM25Retriever:
         self._buffer: list[tuple[int, Counter[int]]] = []
         self._live_count = 0
         self._live_length = 0.0
+        # Per-position length normalisation k1 * (1 - b + b * length / average length), rebuilt on first search
+        # after any change, because the average length moves with every add and delete.
+        self._norms: np.ndarray | None = None
+        # Searches run side by side under the knowledge base's read lock, yet the first search after a write
+        # turns the buffer into a segment and may merge. This lock lets one search do that while the others
+        # wait, so none of them scores against arrays that a merge is renumbering.
+        self._flush_lock = threading.Lock()
 
     def __len__(self) -> int:
         return self._live_count
@@ -96,6 +108,7 @@ class BM25Retriever:
         self._alive = np.concatenate([self._alive, np.ones(len(chunks), dtype=bool)])
         self._live_count += len(chunks)
         self._live_length += float(lengths.sum())
+        self._norms = None
         if len(self._buffer) >= BUFFER_LIMIT:
             self._flush()
 
@@ -107,37 +120,71 @@ class BM25Retriever:
             self._alive[position] = False
             self._live_count -= 1
             self._live_length -= float(self._lengths[position])
+            self._norms = None
 
     def search(self, query: str, query_embedding: np.ndarray | None = None, top_k: int = 10) -> list[Hit]:
-        self._flush()
+        with self._flush_lock:
+            self._flush()
+            norms = self._document_norms()
         term_ids = sorted({self._vocabulary[term] for term in self.analyzer.terms(query) if term in self._vocabulary})
         if not term_ids or self._live_count == 0:
             return []
 
-        scores = np.zeros(len(self._rowids), dtype=np.float32)
-        average_length = max(self._live_length / self._live_count, 1.0)
+        # Document frequencies count deleted chunks until they are purged, so the collection size they are
+        # compared with must count them too; against the live count a churned term's idf turned negative.
+        positions = len(self._rowids)
+        scores = np.zeros(positions, dtype=np.float32)
         for term_id in term_ids:
             frequency = int(self._document_frequency[term_id])
-            idf = math.log(1.0 + (self._live_count - frequency + 0.5) / (frequency + 0.5))
+            idf = np.float32(math.log(1.0 + (positions - frequency + 0.5) / (frequency + 0.5)))
+            weight = idf * np.float32(self.k1 + 1.0)
             for segment in self._segments:
                 postings = segment.postings(term_id)
                 if postings is None:
                     continue
                 documents, frequencies = postings
-                norm = self.k1 * (1.0 - self.b + self.b * self._lengths[documents] / average_length)
-                scores[documents] += idf * frequencies * (self.k1 + 1.0) / (frequencies + norm)
+                # A document appears once in a term's postings, so fancy-index += adds each score once.
+                scores[documents] += weight * frequencies / (frequencies + norms[documents])
 
-        scores[~self._alive] = 0.0
+        if self._live_count < len(self._rowids):
+            scores[~self._alive] = 0.0
         candidates = np.flatnonzero(scores > 0)
         if len(candidates) > top_k:
             candidates = candidates[np.argpartition(-scores[candidates], top_k - 1)[:top_k]]
         order = candidates[np.lexsort((self._rowids[candidates], -scores[candidates]))]
         return [Hit(rowid=int(self._rowids[i]), score=float(scores[i]), source=self.name) for i in order]
 
+    def _document_norms(self) -> np.ndarray:
+        if self._norms is None or len(self._norms) != len(self._lengths):
+            # Guards against division by zero when every chunk has been deleted.
+            average_length = max(self._live_length / max(self._live_count, 1), 1.0)
+            self._norms = (self.k1 * (1.0 - self.b + self.b * self._lengths / average_length)).astype(np.float32)
+        return self._norms
+
     def _flush(self) -> None:
         self._buffer_to_segment()
-        if len(self._segments) > MAX_SEGMENTS:
+        if len(self._segments) <= MAX_SEGMENTS:
+            return
+        dead = len(self._rowids) - self._live_count
+        if dead > PURGE_DELETED_SHARE * len(self._rowids):
             self._merge()
+        else:
+            self._merge_smallest()
+
+    def _merge_smallest(self) -> None:
+        """Merge the smaller half of the segments into one, keeping positions and deleted chunks as they are.
+
+        Merging everything on each overflow rewrote the whole index every few thousand chunks, which made
+        building a million-chunk index quadratic. Merging the small ones keeps segment sizes roughly
+        geometric, so each posting is rewritten about log(chunks) times.
+        """
+        ordered = sorted(self._segments, key=lambda segment: len(segment.documents))
+        count = len(ordered) - MAX_SEGMENTS // 2
+        merging, kept = ordered[:count], ordered[count:]
+        terms = np.concatenate([np.repeat(segment.term_ids, np.diff(segment.pointers)) for segment in merging])
+        documents = np.concatenate([segment.documents for segment in merging])
+        frequencies = np.concatenate([segment.frequencies for segment in merging])
+        self._segments = [*kept, _build_segment(terms, documents, frequencies)]
 
     def _buffer_to_segment(self) -> None:
         if not self._buffer:
@@ -173,6 +220,7 @@ class BM25Retriever:
         self._lengths = self._lengths[keep]
         self._alive = np.ones(len(keep), dtype=bool)
         self._position = {int(rowid): i for i, rowid in enumerate(self._rowids)}
+        self._norms = None
 
     def save(self, directory: Path) -> None:
         """Write one merged segment and the vocabulary as one file: temporary file, fsync, rename."""
@@ -206,3 +254,4 @@ class BM25Retriever:
                                                minlength=len(self._vocabulary)).astype(np.int64)
         self._live_count = len(rowids)
         self._live_length = float(lengths.sum())
+        self._norms = None
