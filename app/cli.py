@@ -1,4 +1,4 @@
-"""The `domainrag` command: serve, ingest, query, create-tenant, finetune and demo."""
+"""The `domainrag` command: serve, ingest, query, eval, create-tenant, finetune and demo."""
 
 import argparse
 import json
@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from app.client import ApiError, DomainRagClient, JobFailedError
+from evaluation.command import add_eval_arguments, run_eval
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--search", action="store_true", help="print search hits instead of an answer")
     _service_options(command)
     command.set_defaults(handler=query)
+
+    command = commands.add_parser("eval", help="measure retrieval and answer quality on a BEIR or QA dataset")
+    add_eval_arguments(command)
+    command.set_defaults(handler=run_eval)
 
     command = commands.add_parser("create-tenant", help="create a tenant and print its API key once")
     command.add_argument("name")

@@ -79,10 +79,13 @@ class DomainRagClient:
         api_key: str | None = None,
         admin_key: str | None = None,
         timeout_s: float = 120.0,
+        http_client: httpx.Client | None = None,
     ) -> None:
+        """``http_client``, when given, replaces the client built from ``base_url``: for example a
+        ``fastapi.testclient.TestClient`` that calls an in-process app."""
         self.api_key = api_key
         self.admin_key = admin_key
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+        self._http = http_client or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()

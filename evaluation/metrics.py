@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 Qrels = Mapping[str, int]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_LABEL_WORD = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
 _PUNCTUATION = set(string.punctuation)
 
 
@@ -121,3 +122,9 @@ def token_f1(prediction: str, reference: str) -> float:
     precision = overlap / len(prediction_tokens)
     recall = overlap / len(reference_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def parse_label(answer: str) -> str | None:
+    """Return the first of the words yes, no or maybe in ``answer``, lowercased, or None."""
+    match = _LABEL_WORD.search(answer)
+    return match.group(1).lower() if match else None

@@ -1,10 +1,10 @@
-"""Exact-value tests of benchmarks.metrics, with expected values computed by hand."""
+"""Exact-value tests of evaluation.metrics, with expected values computed by hand."""
 
 import math
 
 import pytest
 
-from benchmarks.metrics import (
+from evaluation.metrics import (
     dedupe_documents,
     exact_match,
     mrr_at_k,
