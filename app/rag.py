@@ -9,7 +9,7 @@ from app.errors import BackboneFailed, InvalidInput, NotReady
 from app.services import Services
 from generation.base import GenerationError, Generator, Message
 from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
-from retrievers.fusion import reciprocal_rank_fusion
+from retrievers.fusion import corroborates, reciprocal_rank_fusion
 from retrievers.rerank import rerank as reranked
 from storage.catalog import KnowledgeBase
 
@@ -90,6 +90,10 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
         timings[name] = _elapsed_ms(started)
 
     started = time.perf_counter()
+    if "graph" in rankings and len(rankings) > 1:
+        others = [hits for name, hits in rankings.items() if name != "graph"]
+        if not corroborates(rankings["graph"], others):
+            del rankings["graph"]
     cut = max(top_k, rerank_candidates) if rerank != "none" else top_k
     fused = reciprocal_rank_fusion(rankings)[:cut]
     rows = {row.rowid: row for row in services.catalog.get_chunks([hit.rowid for hit in fused])}
