@@ -32,14 +32,6 @@ class LazyModel(Generic[T]):
         self._started = False
         self._lock = threading.Lock()
 
-    @classmethod
-    def ready(cls, name: str, value: T) -> "LazyModel[T]":
-        slot = cls(name, lambda: value)
-        slot._value = value
-        slot._started = True
-        slot._loaded.set()
-        return slot
-
     def start(self) -> None:
         with self._lock:
             if self._started:
