@@ -41,9 +41,10 @@ def bar_chart(rows: Sequence[dict[str, Any]], metric_names: Sequence[str], path:
         bars = axis.bar(positions, values, width, label=row["retrievers"])
         axis.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     axis.set_xticks(range(len(metric_names)), metric_names)
-    axis.set_ylim(0, 1.08)
+    # Headroom above 1.0 keeps the legend row clear of the bars.
+    axis.set_ylim(0, 1.2)
     axis.set_title(title)
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper center", ncol=max(len(rows), 1), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
