@@ -110,7 +110,7 @@ class DomainRagClient:
         headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
         response = self._http.request(method, path, headers=headers, **kwargs)
         for _ in range(MAX_RATE_LIMIT_RETRIES):
-            # The service limits requests per key; wait as long as it asks, then send the request again.
+            # The service limits requests per key: wait for its Retry-After, then send the request again.
             if response.status_code != 429 or "files" in kwargs:
                 break
             time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), MAX_RETRY_AFTER_SECONDS))

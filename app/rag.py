@@ -1,4 +1,4 @@
-"""Search and question answering over one knowledge base; nothing here knows about HTTP."""
+"""Search and question answering over one knowledge base, independent of the HTTP layer."""
 
 import logging
 import time

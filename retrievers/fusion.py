@@ -41,9 +41,9 @@ CORROBORATION_DEPTH = 3
 def corroborates(candidate: list[Hit], others: list[list[Hit]], depth: int = CORROBORATION_DEPTH) -> bool:
     """Return whether `candidate`'s top chunks overlap the top chunks of any other ranking.
 
-    A graph walk that starts from entities the question does not really turn on wanders to unrelated chunks;
-    when it starts from the right ones, its best chunks include the passage that lexical or dense retrieval
-    also ranks first, and the rest of its list adds the linked passages they miss.
+    A graph walk that starts from entities the question does not turn on wanders to unrelated chunks. A walk
+    from the right entities ranks the passage that lexical or dense retrieval also ranks first among its best
+    chunks, and the rest of its list adds the linked passages those retrievers miss.
     """
     anchors = {hit.rowid for hits in others for hit in hits[:depth]}
     return any(hit.rowid in anchors for hit in candidate[:depth])

@@ -29,7 +29,7 @@ SNAPSHOT_EVERY_CHANGES = 20_000
 
 
 def indexed_text(chunk: ChunkRow) -> str:
-    """The text both indices see: the document title, then the chunk."""
+    """Return the text that every index reads: the document title, then the chunk."""
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
 
 
