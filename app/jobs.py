@@ -158,7 +158,12 @@ class JobRunner:
         self.services.indices.get(knowledge_base.id).save()
         elapsed = time.perf_counter() - started
         job.documents_per_second = _rate(job.processed, elapsed)
-        job.status = "succeeded" if job.failed == 0 else ("failed" if job.processed == 0 else "completed_with_errors")
+        if job.failed == 0:
+            job.status = "succeeded"
+        elif job.processed == 0:
+            job.status = "failed"
+        else:
+            job.status = "completed_with_errors"
         catalog.update_job(job)
         logger.info("job finished", extra={"job": job.id, "knowledge_base": knowledge_base.id, "status": job.status,
                                            "documents": job.processed, "failed": job.failed,

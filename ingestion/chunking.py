@@ -16,9 +16,9 @@ TokenOffsets = Callable[[str], list[tuple[int, int]]]
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # A sentence ends at . ! or ? (optionally followed by closing quotes or brackets) before whitespace.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+|\n")
-# A chunk contains at most this many characters per token of its size. Ordinary text averages 4-6 characters
-# per token; a longer run is one huge token, such as a 200 KB line that a WordPiece tokenizer reads as a
-# single [UNK], and is cut by characters so that no chunk grows without bound.
+# A chunk contains at most this many characters per token of its size. Ordinary English text averages roughly
+# 4-6 characters per token (an estimate). A longer run is one huge token, such as a 200 KB line that a WordPiece
+# tokenizer reads as a single [UNK], so it is cut by characters and no chunk grows without bound.
 MAX_CHARS_PER_TOKEN = 16
 
 

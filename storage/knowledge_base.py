@@ -68,7 +68,7 @@ class KnowledgeBaseIndex:
         """Load the last snapshot and catch up from the catalog.
 
         A retriever whose snapshot is missing or unreadable (a new retriever type, a corrupt file) is rebuilt
-        from the catalog's stored embeddings on its own; the others keep their snapshots.
+        on its own from the catalog's stored embeddings. The others keep their snapshots.
         """
         started = time.perf_counter()
         with self._lock.write():
