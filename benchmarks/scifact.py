@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import statistics
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import metrics
 from app.client import DomainRagClient
+from evaluation.datasets import RetrievalDataset
+from evaluation.runner import evaluate_retrieval
 from benchmarks.common import (
     SHARED_DATA_DIR,
     add_retriever_argument,
@@ -29,7 +29,6 @@ from benchmarks.common import (
     configure_logging,
     connect,
     format_table,
-    median_ms,
     read_jsonl,
     run_reporting_errors,
     write_json,
@@ -70,31 +69,15 @@ def evaluate(
     retrievers: list[str],
     top_k: int,
 ) -> dict[str, Any]:
-    """Run every query with one retriever configuration and return the averaged metrics."""
-    scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
-    latencies_s: list[float] = []
-    document_counts: list[int] = []
+    """Run every query with one retriever configuration and return the averaged metrics.
 
-    for query_id, relevant in qrels.items():
-        started = time.perf_counter()
-        response = client.search(kb, queries[query_id], top_k=top_k, retrievers=retrievers)
-        latencies_s.append(time.perf_counter() - started)
-
-        ranking = metrics.dedupe_documents(response["hits"])
-        document_counts.append(len(ranking))
-        scores["ndcg@10"].append(metrics.ndcg_at_k(ranking, relevant, 10))
-        scores["recall@10"].append(metrics.recall_at_k(ranking, relevant, 10))
-        scores["recall@100"].append(metrics.recall_at_k(ranking, relevant, 100))
-        scores["mrr@10"].append(metrics.mrr_at_k(ranking, relevant, 10))
-
-    row: dict[str, Any] = {"retrievers": ",".join(retrievers)}
-    row.update({name: statistics.fmean(values) for name, values in scores.items()})
-    row["queries"] = len(latencies_s)
-    row["median_ms"] = median_ms(latencies_s)
+    The scoring is `domainrag eval`'s own, so both report the same figures for the same service.
+    """
+    dataset = RetrievalDataset(name="scifact", corpus_path=Path("corpus.jsonl"), queries=queries, qrels=qrels)
+    row = evaluate_retrieval(client, kb, dataset, retrievers, top_k=top_k)
     # recall@100 counts only the documents inside the top_k chunks, which can be fewer than
     # 100 when a document has several chunks. The minimum count shows how far short it falls.
-    row["min_documents_returned"] = min(document_counts)
-    row["top_k_chunks"] = top_k
+    row["min_documents_returned"] = row.pop("fewest_documents_returned")
     return row
 
 
