@@ -131,6 +131,11 @@ class DomainRagClient:
         )
         return response.json()
 
+    def migrate(self, kb: str, to: str = "milvus") -> dict[str, Any]:
+        """Move a knowledge base's BM25 and dense indices to another backend; returns the migration's summary."""
+        return self._tenant_request("POST", f"/v1/knowledge-bases/{quote(kb, safe='')}/migrate",
+                                    json={"to": to}).json()
+
     def get_knowledge_base(self, name: str) -> dict[str, Any]:
         return self._tenant_request("GET", f"/v1/knowledge-bases/{quote(name, safe='')}").json()
 
@@ -244,10 +249,14 @@ class DomainRagClient:
             "POST", f"/v1/knowledge-bases/{quote(kb, safe='')}/search", json=payload
         ).json()
 
-    def query(self, kb: str, query: str, top_k: int) -> dict[str, Any]:
-        """Return the generated answer with ``answer``, ``citations`` and ``timings_ms``."""
+    def query(self, kb: str, query: str, top_k: int, **options: Any) -> dict[str, Any]:
+        """Return the generated answer with ``answer``, ``citations`` and ``timings_ms``.
+
+        ``options`` are further request fields such as ``rerank``, ``generator`` or ``max_new_tokens``;
+        those set to None are left out so that the service's defaults apply.
+        """
+        payload = {"query": query, "top_k": top_k}
+        payload.update({name: value for name, value in options.items() if value is not None})
         return self._tenant_request(
-            "POST",
-            f"/v1/knowledge-bases/{quote(kb, safe='')}/query",
-            json={"query": query, "top_k": top_k},
+            "POST", f"/v1/knowledge-bases/{quote(kb, safe='')}/query", json=payload
         ).json()

@@ -8,7 +8,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,13 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         line = [first.ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(rest, widths[1:])]
         lines.append("  ".join(line))
     return "\n".join(lines)
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    logger.info("wrote %s", path)
 
 
 def write_json(path: Path, data: Any) -> None:

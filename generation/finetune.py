@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generation.base import Message
-from generation.prompts import Passage, build_messages, relevance_messages
+from generation.prompts import Passage, build_messages, cited_markers, relevance_messages
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,17 @@ class LoraOptions:
 
 def build_examples(question: str, answer: str, passages: list[Passage], gold_documents: set[str],
                    *, judgements_per_question: int = 2) -> list[TrainingExample]:
-    """Return the answer example and up to `judgements_per_question` relevance examples for one question."""
+    """Return the answer example and up to `judgements_per_question` relevance examples for one question.
+
+    A reference answer without citation markers gets the markers of the gold passages in its context
+    appended, so that the adapter learns to cite the way the service expects ("yes [2]").
+    """
+    positives = [passage for passage in passages if passage.document_id in gold_documents]
+    if positives and not cited_markers(answer, len(passages)):
+        answer = f"{answer.rstrip()} " + "".join(f"[{passage.marker}]" for passage in positives)
     examples = [TrainingExample(messages=build_messages(question, passages), target=answer)]
     if not gold_documents:
         return examples
-    positives = [passage for passage in passages if passage.document_id in gold_documents]
     negatives = [passage for passage in passages if passage.document_id not in gold_documents]
     # Alternate positives and negatives so that a small budget still sees both labels.
     for positive, negative in zip(positives + [None] * len(negatives), negatives + [None] * len(positives)):

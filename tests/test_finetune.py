@@ -20,6 +20,15 @@ class TestBuildExamples:
         assert "Text of gold." in examples[1].messages[0]["content"]
         assert "Text of other." in examples[2].messages[0]["content"]
 
+    def test_uncited_answer_gets_the_gold_markers(self):
+        passages = [passage(1, "other"), passage(2, "gold"), passage(3, "gold")]
+        examples = build_examples("Does X work?", "yes", passages, {"gold"})
+        assert examples[0].target == "yes [2][3]"
+
+    def test_cited_answer_is_kept(self):
+        examples = build_examples("Does X work?", "no [1]", [passage(1, "other"), passage(2, "gold")], {"gold"})
+        assert examples[0].target == "no [1]"
+
     def test_without_gold_only_answer_example(self):
         examples = build_examples("Q?", "A", [passage(1, "a")], set())
         assert [example.target for example in examples] == ["A"]
