@@ -107,9 +107,14 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
     timings["fuse_and_fetch"] = _elapsed_ms(started)
 
     if reranker is not None and hits:
+        # Only the first rerank_candidates hits are judged; any further hits a large top_k asks for follow them
+        # in fused order.
         started = time.perf_counter()
-        ordered = reranked(reranker, query, [f"{hit.title}\n{hit.text}" if hit.title else hit.text for hit in hits])
-        hits = [replace(hits[entry.index], rerank_score=entry.score) for entry in ordered]
+        candidates = hits[:rerank_candidates]
+        ordered = reranked(reranker, query,
+                           [f"{hit.title}\n{hit.text}" if hit.title else hit.text for hit in candidates])
+        hits = [replace(candidates[entry.index], rerank_score=entry.score) for entry in ordered] + \
+            hits[rerank_candidates:]
         timings["rerank"] = _elapsed_ms(started)
     return SearchResult(hits=hits[:top_k], timings_ms=timings)
 

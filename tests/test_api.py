@@ -316,6 +316,19 @@ class TestRerank:
         assert [hit["rerank_score"] for hit in reranked["hits"]] == [2.0, 1.0]
         assert "rerank" in reranked["timings_ms"]
 
+    def test_rerank_judges_only_candidates(self, client, tenant):
+        create_kb(client, tenant)
+        documents = [{"id": "rare", "text": "zeta zeta zeta"}, {"id": "both", "text": "eta theta"},
+                     {"id": "f1", "text": "eta one"}, {"id": "f2", "text": "theta two"}]
+        upload_ndjson(client, tenant, "medical", documents)
+        body = {"query": "zeta eta theta", "top_k": 4, "retrievers": ["bm25"]}
+        plain = client.post("/v1/knowledge-bases/medical/search", json=body, headers=tenant).json()
+
+        reranked = client.post("/v1/knowledge-bases/medical/search",
+                               json={**body, "rerank": "llm", "rerank_candidates": 2}, headers=tenant).json()
+        assert [hit["document_id"] for hit in reranked["hits"][:2]] == ["both", "rare"]
+        assert reranked["hits"][2:] == plain["hits"][2:]
+
     def test_cross_encoder_without_setting_is_422(self, client, tenant):
         create_kb(client, tenant)
         response = client.post("/v1/knowledge-bases/medical/search",
