@@ -12,7 +12,7 @@ fine-tuned backbone is trained on the prompt it is evaluated with.
 Examples:
     python -m benchmarks.pubmedqa --url http://127.0.0.1:8000 --admin-key "$DOMAINRAG_ADMIN_KEY" --generate 50
     python -m benchmarks.pubmedqa --export-training train.jsonl --export-limit 250
-    python -m benchmarks.pubmedqa --api-key "$KEY" --skip-ingest --retrievers none \
+    python -m benchmarks.pubmedqa --api-key "$KEY" --skip-ingest --skip-search \
         --generate 250 --generate-offset 250 --rerank llm --generator my-adapter
 """
 
