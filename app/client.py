@@ -239,12 +239,16 @@ class DomainRagClient:
     # Retrieval and generation
 
     def search(
-        self, kb: str, query: str, top_k: int, retrievers: Sequence[str] | None = None
+        self, kb: str, query: str, top_k: int, retrievers: Sequence[str] | None = None, **options: Any
     ) -> dict[str, Any]:
-        """Return the search response: ``{"hits": [...]}`` with chunk hits, best first."""
+        """Return the search response: ``{"hits": [...]}`` with chunk hits, best first.
+
+        ``options`` are further request fields such as ``rerank``; those set to None are left out.
+        """
         payload: dict[str, Any] = {"query": query, "top_k": top_k}
         if retrievers is not None:
             payload["retrievers"] = list(retrievers)
+        payload.update({name: value for name, value in options.items() if value is not None})
         return self._tenant_request(
             "POST", f"/v1/knowledge-bases/{quote(kb, safe='')}/search", json=payload
         ).json()

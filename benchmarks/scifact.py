@@ -36,7 +36,8 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.scifact")
 
-COLUMNS = ["retrievers", "nDCG@10", "recall@10", "recall@100", "MRR@10", "queries", "median ms"]
+COLUMNS = ["retrievers", "rerank", "nDCG@10", "recall@10", "recall@100", "MRR@10", "queries", "median ms",
+           "median rerank ms"]
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -68,13 +69,14 @@ def evaluate(
     qrels: dict[str, dict[str, int]],
     retrievers: list[str],
     top_k: int,
+    rerank: str = "none",
 ) -> dict[str, Any]:
-    """Run every query with one retriever configuration and return the averaged metrics.
+    """Run every query with one retriever configuration and rerank mode and return the averaged metrics.
 
     The scoring is `domainrag eval`'s own, so both report the same figures for the same service.
     """
     dataset = RetrievalDataset(name="scifact", corpus_path=Path("corpus.jsonl"), queries=queries, qrels=qrels)
-    row = evaluate_retrieval(client, kb, dataset, retrievers, top_k=top_k)
+    row = evaluate_retrieval(client, kb, dataset, retrievers, top_k=top_k, rerank=rerank)
     # recall@100 counts only the documents inside the top_k chunks, which can be fewer than
     # 100 when a document has several chunks. The minimum count shows how far short it falls.
     row["min_documents_returned"] = row.pop("fewest_documents_returned")
@@ -101,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunks requested per search, before deduplication to documents (default: %(default)s)",
     )
     parser.add_argument("--limit", type=int, help="evaluate only the first N queries of the split")
+    parser.add_argument(
+        "--rerank",
+        nargs="+",
+        choices=["none", "llm", "cross-encoder"],
+        default=["none"],
+        help="rerank modes to evaluate, one table row each per retriever configuration (default: none)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result rows to PATH as JSON")
     return parser
 
@@ -137,11 +146,14 @@ def run(args: argparse.Namespace) -> int:
 
         rows = []
         for retrievers in args.retrievers:
-            logger.info("evaluating retrievers %s", ",".join(retrievers))
-            rows.append(evaluate(client, args.kb, queries, qrels, retrievers, args.top_k))
+            for rerank in args.rerank:
+                logger.info("evaluating retrievers %s with rerank %s", ",".join(retrievers), rerank)
+                rows.append(evaluate(client, args.kb, queries, qrels, retrievers, args.top_k, rerank))
 
-    metric_names = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "queries", "median_ms"]
-    table_rows = [[row["retrievers"], *(row[name] for name in metric_names)] for row in rows]
+    metric_names = ["rerank", "ndcg@10", "recall@10", "recall@100", "mrr@10", "queries", "median_ms"]
+    table_rows = [
+        [row["retrievers"], *(row[name] for name in metric_names), row.get("median_rerank_ms", 0.0)] for row in rows
+    ]
     print(format_table(COLUMNS, table_rows))
     if any(row["min_documents_returned"] < 100 for row in rows):
         print(

@@ -24,15 +24,22 @@ def _median_ms(latencies_s: list[float]) -> float:
 
 
 def evaluate_retrieval(client: DomainRagClient, kb: str, dataset: RetrievalDataset, retrievers: list[str],
-                       *, top_k: int, limit: int | None = None) -> dict[str, Any]:
-    """Return nDCG@10, recall@10, recall@100 and MRR@10 averaged over the dataset's queries."""
+                       *, top_k: int, limit: int | None = None, rerank: str = "none") -> dict[str, Any]:
+    """Return nDCG@10, recall@10, recall@100 and MRR@10 averaged over the dataset's queries.
+
+    With ``rerank`` other than "none", the row also has the median time the service spent reranking.
+    """
     scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
     latencies_s: list[float] = []
+    rerank_ms: list[float] = []
     fewest_documents = None
     for query_id, relevant in list(dataset.qrels.items())[:limit]:
         started = time.perf_counter()
-        response = client.search(kb, dataset.queries[query_id], top_k=top_k, retrievers=retrievers)
+        response = client.search(kb, dataset.queries[query_id], top_k=top_k, retrievers=retrievers,
+                                 rerank=None if rerank == "none" else rerank)
         latencies_s.append(time.perf_counter() - started)
+        if "rerank" in response.get("timings_ms", {}):
+            rerank_ms.append(response["timings_ms"]["rerank"])
 
         ranking = metrics.dedupe_documents(response["hits"])
         fewest_documents = len(ranking) if fewest_documents is None else min(fewest_documents, len(ranking))
@@ -45,7 +52,9 @@ def evaluate_retrieval(client: DomainRagClient, kb: str, dataset: RetrievalDatas
     row.update({name: statistics.fmean(values) for name, values in scores.items()})
     # recall@100 counts only the documents inside the top_k chunks, which can be fewer than 100.
     row.update({"queries": len(latencies_s), "median_ms": _median_ms(latencies_s),
-                "fewest_documents_returned": fewest_documents, "top_k_chunks": top_k})
+                "fewest_documents_returned": fewest_documents, "top_k_chunks": top_k, "rerank": rerank})
+    if rerank_ms:
+        row["median_rerank_ms"] = statistics.median(rerank_ms)
     return row
 
 
