@@ -17,6 +17,7 @@ from app.services import Services
 from ingestion.isolation import IsolatedParser
 from ingestion.loaders.base import ItemError, ParsedDocument, ParseOptions
 from ingestion.pipeline import PreparedDocument, prepare
+from retrievers.milvus import IndexWriteError
 from storage.catalog import Job, NewChunk, utc_now
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,30 @@ class JobRunner:
                 source=document.source, content_hash=document.content_hash, metadata=document.metadata,
                 chunks=chunks)
             job.processed += 1
-        self.services.indices.get(job.knowledge_base_id).apply_changes()
+        try:
+            self.services.indices.get(job.knowledge_base_id).apply_changes()
+        except IndexWriteError as error:
+            self._unstore_batch(job, batch, error)
+
+    def _unstore_batch(self, job: Job, batch: list[PreparedDocument], error: IndexWriteError) -> None:
+        """The index backend (Milvus) refused a write after its retries: take the batch's documents back out of
+        the catalog and count them failed, so that none stays half-indexed. A document that replaced an
+        earlier version loses that version too; uploading it again stores it."""
+        logger.error("index backend write failed; the batch's documents are marked failed",
+                     extra={"job": job.id, "knowledge_base": job.knowledge_base_id, "documents": len(batch),
+                            "error": str(error)})
+        for document in batch:
+            self.services.catalog.delete_document(knowledge_base_id=job.knowledge_base_id,
+                                                  document_id=document.document_id)
+            job.processed -= 1
+            job.failed += 1
+            job.errors.append({"source": _error_source(document.source, document.document_id),
+                               "message": f"not stored: the index backend failed to index it ({error})"})
+        try:
+            self.services.indices.get(job.knowledge_base_id).apply_changes()
+        except IndexWriteError:
+            # The deletes stay in the chunk log and reach the backend with the next write that gets through.
+            pass
 
 
 def _rate(documents: int, seconds: float) -> float:

@@ -21,6 +21,7 @@ from retrievers.embedders import Embedder, load_embedder
 from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
 from storage.knowledge_base import IndexRegistry
+from retrievers.milvus import MilvusStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     generator_slot = LazyModel("generator", generators.get)
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
                             embedder_name=embedder.name)
+    # Connects on first use, so a service whose knowledge bases are all local never starts milvus-lite.
+    indices.milvus = MilvusStore(settings.milvus_location,
+                                 settings.milvus_token.get_secret_value() if settings.milvus_token else None)
     cross_encoder = None
     if settings.cross_encoder is not None:
         cross_encoder = LazyModel("cross-encoder", lambda: CrossEncoderReranker(settings.cross_encoder))
@@ -73,6 +77,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             logger.info("service stopping; finishing the document being ingested")
             services.jobs.stop(timeout=settings.shutdown_timeout_s)
             services.indices.save_all()
+            services.indices.close()
             logger.info("service stopped")
 
     app = FastAPI(title="domainrag", version="0.1.0", lifespan=lifespan,

@@ -10,6 +10,7 @@ from app.services import Services
 from generation.base import GenerationError, Generator, Message
 from generation.prompts import NO_CONTEXT_ANSWER, Passage, build_messages, cited_markers, pack_passages
 from retrievers.fusion import corroborates, reciprocal_rank_fusion
+from retrievers.milvus import IndexUnavailable
 from retrievers.rerank import rerank as reranked
 from storage.catalog import KnowledgeBase
 
@@ -86,7 +87,11 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
     depth = max(top_k, FUSION_DEPTH)
     for name in dict.fromkeys(retrievers):
         started = time.perf_counter()
-        rankings[name] = index.search(retriever=name, query=query, query_embedding=query_embedding, top_k=depth)
+        try:
+            rankings[name] = index.search(retriever=name, query=query, query_embedding=query_embedding,
+                                          top_k=depth)
+        except IndexUnavailable as error:
+            raise NotReady(f"the index backend of this knowledge base did not answer; retry shortly ({error})") from error
         timings[name] = _elapsed_ms(started)
 
     started = time.perf_counter()

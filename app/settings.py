@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1)
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset uses the core count.")
 
+    default_backend: str = Field(
+        "local", pattern="^(local|milvus)$", description="Index backend of knowledge bases created without "
+        "\"backend\": 'local' (BM25 and FAISS in this process) or 'milvus' (DOMAINRAG_MILVUS_URI)."
+    )
+    milvus_uri: str | None = Field(
+        None, description="Milvus for knowledge bases on the 'milvus' backend: a file path ending in .db runs "
+        "milvus-lite inside the service; http://host:19530 is a Milvus server or cluster. Unset: "
+        "DATA_DIR/milvus.db."
+    )
+    milvus_token: SecretStr | None = Field(None, description="Milvus token: 'user:password' or an API key.")
+
+    @property
+    def milvus_location(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
     @model_validator(mode="after")
     def _check_chunking(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_size:

@@ -14,6 +14,9 @@ class IndexedChunk:
     rowid: int
     text: str
     embedding: np.ndarray
+    # Stored beside the vectors by backends that keep their own rows (Milvus); the local indices ignore them.
+    document_id: str = ""
+    chunk_id: str = ""
 
 
 @dataclass(frozen=True)

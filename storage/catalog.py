@@ -142,6 +142,7 @@ class KnowledgeBase:
     chunk_overlap: int
     created_at: str
     generator: str | None = None  # backbone name; None means the service default
+    backend: str = "local"  # index backend of bm25 and dense: "local" or "milvus"
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,9 @@ class Catalog:
         columns = {row["name"] for row in connection.execute("PRAGMA table_info(knowledge_bases)")}
         if "generator" not in columns:
             connection.execute("ALTER TABLE knowledge_bases ADD COLUMN generator TEXT")
+        # The index backend of the knowledge base's bm25 and dense retrievers: "local" or "milvus".
+        if "backend" not in columns:
+            connection.execute("ALTER TABLE knowledge_bases ADD COLUMN backend TEXT NOT NULL DEFAULT 'local'")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -336,16 +340,16 @@ class Catalog:
     # Knowledge bases and aliases
 
     def create_knowledge_base(self, *, tenant_id: str, name: str, chunk_size: int, chunk_overlap: int,
-                              generator: str | None = None) -> KnowledgeBase:
+                              generator: str | None = None, backend: str = "local") -> KnowledgeBase:
         knowledge_base = KnowledgeBase(id=f"kb_{uuid.uuid4().hex[:20]}", tenant_id=tenant_id, name=name,
                                        chunk_size=chunk_size, chunk_overlap=chunk_overlap, created_at=utc_now(),
-                                       generator=generator)
+                                       generator=generator, backend=backend)
         with self._transaction() as connection:
             connection.execute(
-                "INSERT INTO knowledge_bases (id, tenant_id, name, chunk_size, chunk_overlap, created_at, generator) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO knowledge_bases (id, tenant_id, name, chunk_size, chunk_overlap, created_at, generator, "
+                "backend) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (knowledge_base.id, tenant_id, name, chunk_size, chunk_overlap, knowledge_base.created_at,
-                 generator),
+                 generator, backend),
             )
         return knowledge_base
 
@@ -370,6 +374,10 @@ class Catalog:
                 (tenant_id, reference),
             )
         return KnowledgeBase(**dict(row)) if row else None
+
+    def set_knowledge_base_backend(self, knowledge_base_id: str, backend: str) -> None:
+        with self._transaction() as connection:
+            connection.execute("UPDATE knowledge_bases SET backend = ? WHERE id = ?", (backend, knowledge_base_id))
 
     def delete_knowledge_base(self, knowledge_base_id: str) -> None:
         with self._transaction() as connection:

@@ -12,10 +12,11 @@ import numpy as np
 
 from retrievers.base import Hit, IndexedChunk, Retriever
 from retrievers.bm25 import BM25Retriever
-from retrievers.dense import DenseRetriever
+from retrievers.dense import DEFAULT_APPROXIMATE_THRESHOLD, DenseRetriever
 from retrievers.graph import GraphRetriever
 from retrievers.graph.communities import Community, CommunityHit
 from retrievers.graph.retriever import EntityInfo
+from retrievers.milvus import MILVUS_RETRIEVERS, MilvusCollection, MilvusStore
 from retrievers.text import Analyzer
 from storage.catalog import Catalog, ChunkRow
 from storage.locks import ReadWriteLock
@@ -33,8 +34,16 @@ def indexed_text(chunk: ChunkRow) -> str:
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
 
 
+def indexed_chunks(rows: list[ChunkRow]) -> list[IndexedChunk]:
+    return [IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding,
+                         document_id=row.document_id, chunk_id=f"{row.document_id}#{row.position}") for row in rows]
+
+
 class KnowledgeBaseIndex:
     """BM25, dense and graph indices of one knowledge base, with the catalog sequence number they cover."""
+
+    # Set by use_milvus() before open(): the Milvus collection that serves bm25 and dense; None keeps them local.
+    _milvus: MilvusCollection | None = None
 
     def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
                  embedder_name: str, analyzer: Analyzer) -> None:
@@ -51,6 +60,8 @@ class KnowledgeBaseIndex:
         self._reset()
 
     def _new_retriever(self, name: str) -> Retriever:
+        if self._milvus is not None and name in MILVUS_RETRIEVERS:
+            return MILVUS_RETRIEVERS[name](self._milvus)
         if name == "bm25":
             return BM25Retriever(analyzer=self.analyzer)
         if name == "dense":
@@ -112,6 +123,9 @@ class KnowledgeBaseIndex:
         """Rebuild the named retrievers from every chunk in the catalog, without embedding anything."""
         for name in names:
             self.retrievers[name] = self._new_retriever(name)
+        if self._milvus is not None and "bm25" in names:
+            # The rows of the collection follow the catalog from scratch, without those of deleted chunks.
+            self._milvus.reset(expected_rows=self.catalog.count_documents(self.knowledge_base_id)[1])
         if len(names) == len(self.retrievers):
             self.sequence = self.catalog.last_sequence(self.knowledge_base_id)
         # With some snapshots loaded, the sequence stays theirs: replaying newer changes onto a rebuilt
@@ -138,7 +152,7 @@ class KnowledgeBaseIndex:
         return len(changes)
 
     def _add_rows(self, rows: list[ChunkRow], names: list[str] | None = None) -> None:
-        chunks = [IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding) for row in rows]
+        chunks = indexed_chunks(rows)
         for name in names or list(self.retrievers):
             self.retrievers[name].add(chunks)
 
@@ -174,6 +188,47 @@ class KnowledgeBaseIndex:
             return self.retrievers[retriever].search(query, query_embedding, top_k)
 
     @property
+    def backend(self) -> str:
+        return "local" if self._milvus is None else "milvus"
+
+    def _milvus_collection(self, store: MilvusStore, tenant_id: str) -> MilvusCollection:
+        return MilvusCollection(store, knowledge_base_id=self.knowledge_base_id, tenant_id=tenant_id,
+                                dimension=self.dimension, analyzer=self.analyzer,
+                                approximate_threshold=getattr(self, "dense_approximate_threshold",
+                                                              DEFAULT_APPROXIMATE_THRESHOLD))
+
+    def use_milvus(self, store: MilvusStore, *, tenant_id: str) -> None:
+        """Serve bm25 and dense from this knowledge base's Milvus collection; call before open()."""
+        self._milvus = self._milvus_collection(store, tenant_id)
+        for name in MILVUS_RETRIEVERS:
+            self.retrievers[name] = self._new_retriever(name)
+
+    def migrate_to_milvus(self, store: MilvusStore, *, tenant_id: str) -> int:
+        """Copy every chunk and its stored embedding into a new Milvus collection, then serve bm25 and dense
+        from it; returns the chunks copied. Nothing is embedded.
+
+        Runs under the write lock, so searches of this knowledge base wait for the copy (about a minute per
+        100,000 chunks on milvus-lite). The local snapshots of bm25 and dense are removed afterwards.
+        """
+        with self._lock.write():
+            self._catch_up()
+            collection = self._milvus_collection(store, tenant_id)
+            collection.reset(expected_rows=self.catalog.count_documents(self.knowledge_base_id)[1])
+            copied = 0
+            for batch in self.catalog.iter_chunks(self.knowledge_base_id):
+                collection.add(indexed_chunks(batch))
+                copied += len(batch)
+            collection.save(self.directory)
+            self._milvus = collection
+            for name in MILVUS_RETRIEVERS:
+                self.retrievers[name] = self._new_retriever(name)
+            self.catalog.set_knowledge_base_backend(self.knowledge_base_id, "milvus")
+            self._save()
+            for leftover in ("bm25.npz", "dense.faiss"):
+                (self.directory / leftover).unlink(missing_ok=True)
+        return copied
+
+    @property
     def graph(self) -> GraphRetriever:
         return self.retrievers["graph"]  # type: ignore[return-value]
 
@@ -205,6 +260,27 @@ class IndexRegistry:
         self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    # The Milvus deployment for knowledge bases whose backend is "milvus"; set by build_services.
+    milvus: MilvusStore | None = None
+
+    def _attach_backend(self, index: KnowledgeBaseIndex) -> None:
+        knowledge_base = next((kb for kb in self.catalog.all_knowledge_bases()
+                               if kb.id == index.knowledge_base_id), None)
+        if knowledge_base is not None and knowledge_base.backend == "milvus":
+            if self.milvus is None:
+                raise RuntimeError(f"knowledge base {knowledge_base.id} is on Milvus, but no Milvus is configured")
+            index.use_milvus(self.milvus, tenant_id=knowledge_base.tenant_id)
+
+    def migrate(self, knowledge_base_id: str, *, tenant_id: str) -> int:
+        """Move a knowledge base's bm25 and dense indices onto Milvus; returns the chunks copied."""
+        if self.milvus is None:
+            raise RuntimeError("no Milvus is configured")
+        return self.get(knowledge_base_id).migrate_to_milvus(self.milvus, tenant_id=tenant_id)
+
+    def close(self) -> None:
+        if self.milvus is not None:
+            self.milvus.close()
+
     def directory(self, knowledge_base_id: str) -> Path:
         # Built from the internal id only, never from a name a client sent.
         return self.root / knowledge_base_id / "index"
@@ -224,16 +300,19 @@ class IndexRegistry:
                                            directory=self.directory(knowledge_base_id), catalog=self.catalog,
                                            dimension=self.dimension, embedder_name=self.embedder_name,
                                            analyzer=self.analyzer)
+                self._attach_backend(index)
                 index.open()
                 with self._lock:
                     self._indices[knowledge_base_id] = index
                     self._opening.pop(knowledge_base_id, None)
             return index
 
-    def drop(self, knowledge_base_id: str) -> None:
+    def drop(self, knowledge_base_id: str, backend: str = "local") -> None:
         with self._lock:
             self._indices.pop(knowledge_base_id, None)
         shutil.rmtree(self.root / knowledge_base_id, ignore_errors=True)
+        if backend == "milvus" and self.milvus is not None:
+            self.milvus.drop(knowledge_base_id)
 
     def save_all(self) -> None:
         with self._lock:
