@@ -24,6 +24,9 @@ class KnowledgeBaseCreate(BaseModel):
     chunk_size: int | None = Field(None, ge=16, description="Chunk size in embedder tokens; defaults to settings.")
     chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in embedder tokens.")
     generator: str | None = Field(None, description="Backbone that answers queries; defaults to DOMAINRAG_GENERATOR.")
+    backend: Literal["local", "milvus"] | None = Field(
+        None, description="Index backend of the BM25 and dense retrievers: 'local' (in the service) or 'milvus' "
+        "(DOMAINRAG_MILVUS_URI); defaults to DOMAINRAG_DEFAULT_BACKEND. The graph is always local.")
 
 
 class KnowledgeBasePublic(BaseModel):
@@ -34,7 +37,18 @@ class KnowledgeBasePublic(BaseModel):
     document_count: int
     chunk_count: int
     generator: str | None
+    backend: str = Field(description="Index backend of the BM25 and dense retrievers: 'local' or 'milvus'.")
     created_at: str
+
+
+class MigrationRequest(BaseModel):
+    to: Literal["milvus"] = Field(description="The backend to move the knowledge base's BM25 and dense indices to.")
+
+
+class MigrationPublic(BaseModel):
+    knowledge_base: KnowledgeBasePublic
+    chunks_copied: int = Field(description="Chunks copied with their stored embeddings; none was embedded again.")
+    seconds: float
 
 
 class KnowledgeBaseList(BaseModel):

@@ -1,11 +1,13 @@
 import logging
+import time
 import sqlite3
 
 from fastapi import APIRouter, Response
 
 from app.deps import ReadableKnowledgeBase, ServicesDep, TenantDep, WritableKnowledgeBase, WriterDep
 from app.errors import Conflict, InvalidInput
-from app.schemas import KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePublic
+from app.schemas import (KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePublic, MigrationPublic,
+                         MigrationRequest)
 from app.services import Services
 from ingestion.chunking import ChunkingError, validate_chunking
 from storage.catalog import KnowledgeBase
@@ -18,7 +20,7 @@ def to_public(services: Services, knowledge_base: KnowledgeBase) -> KnowledgeBas
     documents, chunks = services.catalog.count_documents(knowledge_base.id)
     return KnowledgeBasePublic(id=knowledge_base.id, name=knowledge_base.name, chunk_size=knowledge_base.chunk_size,
                                chunk_overlap=knowledge_base.chunk_overlap, document_count=documents,
-                               chunk_count=chunks, generator=knowledge_base.generator,
+                               chunk_count=chunks, generator=knowledge_base.generator, backend=knowledge_base.backend,
                                created_at=knowledge_base.created_at)
 
 
@@ -37,7 +39,8 @@ def create_knowledge_base(body: KnowledgeBaseCreate, services: ServicesDep, tena
     try:
         knowledge_base = services.catalog.create_knowledge_base(tenant_id=tenant.id, name=body.name,
                                                                 chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                                                generator=body.generator)
+                                                                generator=body.generator,
+                                                                backend=body.backend or services.settings.default_backend)
     except sqlite3.IntegrityError as error:
         raise Conflict(f"knowledge base {body.name!r} already exists; choose another name or delete it first") from error
     logger.info("knowledge base created", extra={"tenant": tenant.id, "knowledge_base": knowledge_base.id})
@@ -61,6 +64,24 @@ def get_knowledge_base(knowledge_base: ReadableKnowledgeBase, services: Services
 def delete_knowledge_base(knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> Response:
     """Delete a knowledge base with its documents, indices, jobs and the aliases that point to it."""
     services.catalog.delete_knowledge_base(knowledge_base.id)
-    services.indices.drop(knowledge_base.id)
+    services.indices.drop(knowledge_base.id, backend=knowledge_base.backend)
     logger.info("knowledge base deleted", extra={"tenant": knowledge_base.tenant_id, "knowledge_base": knowledge_base.id})
     return Response(status_code=204)
+
+
+@router.post("/{kb}/migrate", response_model=MigrationPublic)
+def migrate_knowledge_base(body: MigrationRequest, knowledge_base: WritableKnowledgeBase,
+                           services: ServicesDep) -> MigrationPublic:
+    """Copy a knowledge base's chunks and stored embeddings into Milvus, without embedding anything, and switch
+    its BM25 and dense retrievers onto it. Searches of it wait while the copy runs; its id, name and aliases
+    stay the same."""
+    if knowledge_base.backend == body.to:
+        raise Conflict(f"knowledge base {knowledge_base.name!r} is already on the {body.to} backend")
+    started = time.perf_counter()
+    copied = services.indices.migrate(knowledge_base.id, tenant_id=knowledge_base.tenant_id)
+    seconds = round(time.perf_counter() - started, 2)
+    logger.info("knowledge base migrated", extra={"tenant": knowledge_base.tenant_id,
+                                                  "knowledge_base": knowledge_base.id, "backend": body.to,
+                                                  "chunks": copied, "seconds": seconds})
+    migrated = services.catalog.resolve_knowledge_base(tenant_id=knowledge_base.tenant_id, reference=knowledge_base.id)
+    return MigrationPublic(knowledge_base=to_public(services, migrated), chunks_copied=copied, seconds=seconds)
