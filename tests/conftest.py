@@ -13,6 +13,27 @@ from tests.fakes import FakeEmbedder, FakeGenerator
 ADMIN_KEY = "test-admin-key"
 
 
+@pytest.fixture(scope="session")
+def milvus_lite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One milvus-lite file for the test session; each knowledge base has its own collection in it."""
+    return str(tmp_path_factory.mktemp("milvus") / "milvus.db")
+
+
+@pytest.fixture(autouse=True)
+def index_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The index backend of new knowledge bases: local, unless a test is marked BOTH_INDEX_BACKENDS. Set through
+    the environment, which every Settings built in the test reads."""
+    backend = getattr(request, "param", "local")
+    if backend == "milvus-lite":
+        monkeypatch.setenv("DOMAINRAG_DEFAULT_BACKEND", "milvus")
+        monkeypatch.setenv("DOMAINRAG_MILVUS_URI", request.getfixturevalue("milvus_lite_uri"))
+    return backend
+
+
+# Runs a test or class on both index backends of new knowledge bases.
+BOTH_INDEX_BACKENDS = pytest.mark.parametrize("index_backend", ["local", "milvus-lite"], indirect=True)
+
+
 def make_settings(data_dir: Path, **overrides) -> Settings:
     return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, chunk_size=64, chunk_overlap=8, **overrides)
 

@@ -2,6 +2,7 @@
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import BOTH_INDEX_BACKENDS
 from tests.conftest import ADMIN_KEY, MEDICAL_DOCUMENTS, create_tenant, upload_ndjson, wait_for_job
 
 
@@ -80,6 +81,7 @@ class TestKnowledgeBases:
         assert "exceeds the embedder's input limit of 256 tokens" in response.json()["detail"]
 
 
+@BOTH_INDEX_BACKENDS
 class TestIngestionAndSearch:
     def test_ndjson_upload_then_search(self, client, tenant):
         create_kb(client, tenant)
@@ -222,6 +224,7 @@ class TestQuery:
         assert "no passages relevant" in body["answer"]
 
 
+@BOTH_INDEX_BACKENDS
 class TestAliases:
     def test_swap_alias_between_knowledge_bases(self, client, tenant):
         create_kb(client, tenant, "v1")
@@ -243,6 +246,7 @@ class TestAliases:
         assert response.status_code == 404
 
 
+@BOTH_INDEX_BACKENDS
 class TestTenantIsolation:
     def test_other_tenant_sees_404_everywhere(self, client, tenant):
         created = create_kb(client, tenant)
