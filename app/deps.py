@@ -18,15 +18,17 @@ from app.services import Services
 from storage.catalog import ApiKey, KnowledgeBase, Tenant
 
 
-def get_services(request: Request) -> Services:
+# Plain lookups are async so that FastAPI calls them on the event loop: a sync dependency costs a trip through
+# the threadpool, and a search already makes several (key check, knowledge base lookup, the route itself).
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_limits(request: Request) -> KeyLimits:
+async def get_limits(request: Request) -> KeyLimits:
     return request.app.state.limits
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -66,7 +68,7 @@ def current_key(services: ServicesDep, limits: LimitsDep,
     return found
 
 
-def current_tenant(key: Annotated[tuple[Tenant, ApiKey], Depends(current_key)]) -> Tenant:
+async def current_tenant(key: Annotated[tuple[Tenant, ApiKey], Depends(current_key)]) -> Tenant:
     return key[0]
 
 

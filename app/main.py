@@ -17,6 +17,7 @@ from app.services import LazyModel, Services
 from app.settings import Settings, get_settings
 from generation.base import Generator
 from generation.registry import GeneratorPool
+from retrievers.batching import QueryEmbeddingBatcher
 from retrievers.embedders import Embedder, load_embedder
 from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
@@ -45,15 +46,19 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     # The default backbone loads in the background at start-up; /readyz reports when it is ready.
     generator_slot = LazyModel("generator", generators.get)
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
-                            embedder_name=embedder.name)
+                            embedder_name=embedder.name,
+                            dense_approximate_threshold=settings.dense_approximate_threshold)
     # Connects on first use, so a service whose knowledge bases are all local never starts milvus-lite.
     indices.milvus = MilvusStore(settings.milvus_location,
                                  settings.milvus_token.get_secret_value() if settings.milvus_token else None)
+    query_embedder = QueryEmbeddingBatcher(embedder, max_batch_size=settings.query_batch_size,
+                                           max_wait_s=settings.query_batch_wait_ms / 1000)
     cross_encoder = None
     if settings.cross_encoder is not None:
         cross_encoder = LazyModel("cross-encoder", lambda: CrossEncoderReranker(settings.cross_encoder))
     services = Services(settings=settings, catalog=catalog, embedder=embedder, generator=generator_slot,
-                        generators=generators, indices=indices, cross_encoder=cross_encoder)
+                        generators=generators, indices=indices, query_embedder=query_embedder,
+                        cross_encoder=cross_encoder)
     services.jobs = JobRunner(services)
     return services
 
@@ -76,6 +81,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         finally:
             logger.info("service stopping; finishing the document being ingested")
             services.jobs.stop(timeout=settings.shutdown_timeout_s)
+            services.query_embedder.close()
             services.indices.save_all()
             services.indices.close()
             logger.info("service stopped")

@@ -80,7 +80,8 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
     query_embedding = None
     if "dense" in retrievers:
         started = time.perf_counter()
-        query_embedding = services.embedder.embed([query], is_query=True)[0]
+        # Includes any wait for the batch that this query shares with concurrent searches.
+        query_embedding = services.query_embedder.embed_query(query)
         timings["embed_query"] = _elapsed_ms(started)
 
     rankings = {}

@@ -10,6 +10,7 @@ from app.errors import InvalidInput, NotReady
 from app.settings import Settings
 from generation.base import Generator, GeneratorLoadError
 from generation.registry import GeneratorPool
+from retrievers.batching import QueryEmbeddingBatcher
 from retrievers.embedders import Embedder
 from retrievers.rerank import LLMReranker, RelevanceJudge, Reranker
 from storage.catalog import Catalog
@@ -70,6 +71,7 @@ class Services:
     generator: LazyModel[Generator]  # the default backbone, loaded at start-up
     generators: GeneratorPool
     indices: IndexRegistry
+    query_embedder: QueryEmbeddingBatcher  # embeds the queries of concurrent searches in shared batches
     cross_encoder: LazyModel[Reranker] | None = None
     jobs: "object" = field(default=None)  # app.jobs.JobRunner, set by create_app to avoid a construction cycle
 

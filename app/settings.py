@@ -67,8 +67,25 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds a stopping service waits for requests in progress and for the "
         "ingestion worker to finish its current document."
     )
-    embed_batch_size: int = Field(64, ge=1)
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset uses the core count.")
+    embed_batch_size: int = Field(64, ge=1, description="Chunks embedded in one forward pass during ingestion.")
+    query_batch_size: int = Field(
+        16, ge=1, description="Most queries of concurrent searches embedded together in one forward pass; "
+        "1 turns batching off, so each search embeds its own query in its own thread."
+    )
+    query_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="Milliseconds the query embedder waits for more queries once two or more "
+        "are queued; a query that arrives alone is embedded at once."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads for the embedder and local generators; unset uses the "
+        "core count. Query embeddings run in one batching thread, so its threads do not multiply with requests."
+    )
+    dense_approximate_threshold: int = Field(
+        100_000, ge=1, description="Chunks in a knowledge base above which dense search switches from an exact "
+        "FAISS index to an approximate IVF index (and back below half of it). IVF search is several times faster "
+        "at a million chunks but may miss a few true neighbours; the index is rebuilt beside the old one while "
+        "searches go on."
+    )
 
     default_backend: str = Field(
         "local", pattern="^(local|milvus)$", description="Index backend of knowledge bases created without "

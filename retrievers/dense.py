@@ -47,7 +47,8 @@ class DenseRetriever:
     name = "dense"
 
     def __init__(self, dimension: int, *, approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD,
-                 probe_fraction: float = DEFAULT_PROBE_FRACTION) -> None:
+                 probe_fraction: float = DEFAULT_PROBE_FRACTION, rebuild_inline: bool = True) -> None:
+        """`rebuild_inline` False leaves rebuilds to the owner, which runs begin/build/finish_rebuild itself."""
         if approximate_threshold < 1:
             raise ValueError(f"approximate_threshold must be at least 1, got {approximate_threshold}")
         if not 0 < probe_fraction <= 1:
@@ -55,8 +56,12 @@ class DenseRetriever:
         self.dimension = dimension
         self.approximate_threshold = approximate_threshold
         self.probe_fraction = probe_fraction
+        self.rebuild_inline = rebuild_inline
         self._index: faiss.Index = self._flat_index()
         self._trained_for = 0
+        # While a rebuild copies and indexes the vectors, adds and deletes are applied to the live index and
+        # also recorded here, so that finish_rebuild can replay them onto the new one.
+        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -81,16 +86,24 @@ class DenseRetriever:
         rowids = np.ascontiguousarray(rowids, dtype=np.int64)
         # A thread that searched before is down to one OpenMP thread; bucket assignment and k-means use them all.
         faiss.omp_set_num_threads(BULK_THREADS)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._index.remove_ids(faiss.IDSelectorBatch(rowids))
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rowids)
-        self._fit_index_to_size()
+        self._index.add_with_ids(vectors, rowids)
+        if self._journal is not None:
+            self._journal.append((rowids.copy(), vectors.copy()))
+        if self.rebuild_inline:
+            self.rebuild_if_needed()
 
     def delete(self, rowids: list[int]) -> None:
         # Both index types remove the ids from their storage at once, so a deleted chunk is never returned.
         if rowids:
             faiss.omp_set_num_threads(BULK_THREADS)
-            self._index.remove_ids(faiss.IDSelectorBatch(np.array(rowids, dtype=np.int64)))
-            self._fit_index_to_size()
+            removed = np.array(rowids, dtype=np.int64)
+            self._index.remove_ids(faiss.IDSelectorBatch(removed))
+            if self._journal is not None:
+                self._journal.append((removed, None))
+            if self.rebuild_inline:
+                self.rebuild_if_needed()
 
     def search(self, query: str, query_embedding: np.ndarray | None, top_k: int) -> list[Hit]:
         if query_embedding is None:
@@ -120,39 +133,78 @@ class DenseRetriever:
         if isinstance(index, faiss.IndexIVF):
             self._trained_for = int(index.ntotal)
             self._set_probes()
-        self._fit_index_to_size()
+        if self.rebuild_inline:
+            self.rebuild_if_needed()
 
     def _flat_index(self) -> faiss.Index:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
 
-    def _fit_index_to_size(self) -> None:
-        """Switch between exact and IVF search as the index grows or shrinks, and retrain an outgrown IVF."""
+    def needs_rebuild(self) -> bool:
+        return self._wanted_kind() is not None
+
+    def _wanted_kind(self) -> str | None:
+        """Return "approximate" or "exact" when the index should be rebuilt as that kind, else None."""
         count = int(self._index.ntotal)
         if not self.is_approximate:
-            if count > self.approximate_threshold:
-                self._rebuild(approximate=True)
-        elif count < self.approximate_threshold // 2:
+            return "approximate" if count > self.approximate_threshold else None
+        if count < self.approximate_threshold // 2:
             # Half the threshold, so that adds and deletes around the threshold do not rebuild each time.
-            self._rebuild(approximate=False)
-        elif count > RETRAIN_GROWTH * self._trained_for:
-            self._rebuild(approximate=True)
+            return "exact"
+        if count > RETRAIN_GROWTH * self._trained_for:
+            return "approximate"
+        return None
 
-    def _rebuild(self, *, approximate: bool) -> None:
-        # NOTE: this runs inside add() or delete(), under the knowledge base's write lock, so searches wait for
-        # it. Building 1 million vectors in batches of 50,000, with two such rebuilds, took 113 s on two cores.
-        started = time.perf_counter()
+    def rebuild_if_needed(self) -> bool:
+        """Switch between exact and IVF search as the index grows or shrinks, or retrain an outgrown IVF, at once."""
+        rebuild = self.begin_rebuild()
+        if rebuild is None:
+            return False
+        try:
+            rebuild.build()
+        except BaseException:
+            self.cancel_rebuild(rebuild)
+            raise
+        self.finish_rebuild(rebuild)
+        return True
+
+    def begin_rebuild(self) -> "IndexRebuild | None":
+        """Copy the stored vectors when the index needs rebuilding, and journal writes from now on.
+
+        The caller must keep writes out while this runs (searches may go on). The returned rebuild's `build()`
+        touches nothing shared, so it may run with no lock held while searches and writes use the live index.
+        Returns None when no rebuild is needed or one is already under way.
+        """
+        kind = self._wanted_kind()
+        if kind is None or self._journal is not None:
+            return None
         rowids, vectors = self._stored_vectors()
-        if approximate:
-            index = self._train_ivf(vectors)
-        else:
-            index = self._flat_index()
-        index.add_with_ids(vectors, rowids)
-        self._index = index
-        self._trained_for = len(rowids) if approximate else 0
-        if approximate:
+        self._journal = []
+        return IndexRebuild(self, approximate=kind == "approximate", rowids=rowids, vectors=vectors)
+
+    def finish_rebuild(self, rebuild: "IndexRebuild") -> None:
+        """Replay the writes made since begin_rebuild onto the built index and swap it in.
+
+        The caller must keep searches and writes out while this runs; it takes milliseconds.
+        """
+        if rebuild.index is None:
+            raise RuntimeError("finish_rebuild needs a built index; call rebuild.build() first")
+        journal, self._journal = self._journal or [], None
+        faiss.omp_set_num_threads(BULK_THREADS)
+        for rowids, vectors in journal:
+            rebuild.index.remove_ids(faiss.IDSelectorBatch(rowids))
+            if vectors is not None:
+                rebuild.index.add_with_ids(vectors, rowids)
+        self._index = rebuild.index
+        self._trained_for = len(rebuild.rowids) if rebuild.approximate else 0
+        if rebuild.approximate:
             self._set_probes()
-        logger.info("dense index rebuilt", extra={"kind": type(index).__name__, "vectors": len(rowids),
-                                                  "ms": round(1000 * (time.perf_counter() - started), 1)})
+        logger.info("dense index rebuilt", extra={"kind": type(self._index).__name__,
+                                                  "vectors": int(self._index.ntotal),
+                                                  "replayed_writes": len(journal), "ms": rebuild.build_ms})
+
+    def cancel_rebuild(self, rebuild: "IndexRebuild") -> None:
+        """Stop journaling after a rebuild failed; the live index is untouched."""
+        self._journal = None
 
     def _train_ivf(self, vectors: np.ndarray) -> faiss.IndexIVFFlat:
         lists = max(1, int(LISTS_PER_SQRT_VECTORS * math.sqrt(len(vectors))))
@@ -170,13 +222,13 @@ class DenseRetriever:
         index.nprobe = min(index.nlist, max(MIN_PROBES, math.ceil(self.probe_fraction * index.nlist)))
 
     def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return every stored rowid and vector, read from the index itself."""
+        """Return a copy of every stored rowid and vector, read from the index itself."""
         if not self.is_approximate:
             flat = faiss.downcast_index(self._index.index)
             count = int(flat.ntotal)
             vectors = faiss.rev_swig_ptr(flat.get_xb(), count * self.dimension).reshape(count, self.dimension)
-            # A view, not a copy: _rebuild reads it before the flat index it points into is released.
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64), vectors
+            # A copy, not a view: writes during the rebuild may move the flat index's storage.
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64), vectors.copy()
         index = faiss.extract_index_ivf(self._index)
         lists = index.invlists
         rowid_parts, vector_parts = [], []
@@ -190,3 +242,28 @@ class DenseRetriever:
         if not rowid_parts:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(rowid_parts).astype(np.int64), np.concatenate(vector_parts)
+
+
+class IndexRebuild:
+    """A new index of one kind built from a copy of a DenseRetriever's vectors, away from its lock."""
+
+    def __init__(self, retriever: DenseRetriever, *, approximate: bool, rowids: np.ndarray,
+                 vectors: np.ndarray) -> None:
+        self.approximate = approximate
+        self.rowids = rowids
+        self.vectors: np.ndarray | None = vectors
+        self.index: faiss.Index | None = None
+        self.build_ms = 0.0
+        self._retriever = retriever
+
+    def build(self) -> None:
+        """Train (for IVF) and fill the new index. Slow: building 1 million vectors takes about a minute."""
+        started = time.perf_counter()
+        # This thread may have searched before and be down to one OpenMP thread; training uses them all.
+        faiss.omp_set_num_threads(BULK_THREADS)
+        retriever = self._retriever
+        index = retriever._train_ivf(self.vectors) if self.approximate else retriever._flat_index()
+        index.add_with_ids(self.vectors, self.rowids)
+        self.index = index
+        self.vectors = None  # the copy is no longer needed; the index holds its own
+        self.build_ms = round(1000 * (time.perf_counter() - started), 1)

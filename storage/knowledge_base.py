@@ -46,17 +46,21 @@ class KnowledgeBaseIndex:
     _milvus: MilvusCollection | None = None
 
     def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
-                 embedder_name: str, analyzer: Analyzer) -> None:
+                 embedder_name: str, analyzer: Analyzer,
+                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD) -> None:
         self.knowledge_base_id = knowledge_base_id
         self.directory = directory
         self.catalog = catalog
         self.dimension = dimension
         self.embedder_name = embedder_name
         self.analyzer = analyzer
+        self.dense_approximate_threshold = dense_approximate_threshold
         self.retrievers: dict[str, Retriever] = {}
         self.sequence = 0
         self._unsaved_changes = 0
         self._lock = ReadWriteLock()
+        # One dense rebuild at a time; it runs outside self._lock so that searches go on meanwhile.
+        self._rebuild_lock = threading.Lock()
         self._reset()
 
     def _new_retriever(self, name: str) -> Retriever:
@@ -65,7 +69,8 @@ class KnowledgeBaseIndex:
         if name == "bm25":
             return BM25Retriever(analyzer=self.analyzer)
         if name == "dense":
-            return DenseRetriever(self.dimension)
+            return DenseRetriever(self.dimension, approximate_threshold=self.dense_approximate_threshold,
+                                  rebuild_inline=False)
         return GraphRetriever()
 
     def _reset(self) -> None:
@@ -87,6 +92,10 @@ class KnowledgeBaseIndex:
             if stale:
                 self._rebuild(stale)
             replayed = self._catch_up()
+            # Nothing searches an index that is still opening, so the dense index is rebuilt in place.
+            dense = self._local_dense()
+            if dense is not None:
+                dense.rebuild_if_needed()
         logger.info("index opened", extra={"knowledge_base": self.knowledge_base_id, "chunks": len(self),
                                            "rebuilt": stale, "replayed_changes": replayed,
                                            "ms": round(1000 * (time.perf_counter() - started), 1)})
@@ -157,11 +166,54 @@ class KnowledgeBaseIndex:
             self.retrievers[name].add(chunks)
 
     def apply_changes(self) -> None:
-        """Bring the indices up to the catalog after a write; snapshot when enough changes have piled up."""
+        """Bring the indices up to the catalog after a write; snapshot when enough changes have piled up.
+
+        When the dense index has crossed its size threshold, this call also rebuilds it, which can take a
+        minute at a million chunks. Searches and other writes go on meanwhile; only this caller waits.
+        """
         with self._lock.write():
             self._catch_up()
             if self._unsaved_changes >= SNAPSHOT_EVERY_CHANGES:
                 self._save()
+        self._rebuild_dense()
+
+    def _local_dense(self) -> DenseRetriever | None:
+        """Return the FAISS dense retriever, or None when Milvus serves dense search and builds its own index."""
+        dense = self.retrievers["dense"]
+        return dense if isinstance(dense, DenseRetriever) else None
+
+    def _rebuild_dense(self) -> None:
+        """Build a new dense index beside the live one and swap it in, without holding up searches.
+
+        The vectors are copied under the read lock (searches go on, writes wait), the new index is built with
+        no lock held, and the writes made meanwhile are replayed onto it under the write lock before the swap.
+        """
+        if not self._rebuild_lock.acquire(blocking=False):
+            return  # another thread is rebuilding; a later write rebuilds again if still needed
+        try:
+            with self._lock.read():
+                dense = self._local_dense()
+                rebuild = dense.begin_rebuild() if dense is not None else None
+            if rebuild is None:
+                return
+            try:
+                rebuild.build()
+            except Exception as error:
+                # The writes are in the live index already, so searches stay correct, only slower; the next
+                # write tries again.
+                with self._lock.write():
+                    dense.cancel_rebuild(rebuild)
+                logger.error("dense index rebuild failed; searching the current index meanwhile",
+                             extra={"knowledge_base": self.knowledge_base_id, "vectors": len(rebuild.rowids),
+                                    "error": repr(error)})
+                return
+            with self._lock.write():
+                if self.retrievers["dense"] is dense:
+                    dense.finish_rebuild(rebuild)
+                else:  # replaced meanwhile (a reopened snapshot); the new retriever needs no swap
+                    dense.cancel_rebuild(rebuild)
+        finally:
+            self._rebuild_lock.release()
 
     def save(self) -> None:
         with self._lock.write():
@@ -250,11 +302,13 @@ class KnowledgeBaseIndex:
 class IndexRegistry:
     """Opens each knowledge base's indices once per process and hands out the shared instance."""
 
-    def __init__(self, *, catalog: Catalog, root: Path, dimension: int, embedder_name: str) -> None:
+    def __init__(self, *, catalog: Catalog, root: Path, dimension: int, embedder_name: str,
+                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD) -> None:
         self.catalog = catalog
         self.root = root
         self.dimension = dimension
         self.embedder_name = embedder_name
+        self.dense_approximate_threshold = dense_approximate_threshold
         self.analyzer = Analyzer()
         self._indices: dict[str, KnowledgeBaseIndex] = {}
         self._opening: dict[str, threading.Lock] = {}
@@ -299,7 +353,8 @@ class IndexRegistry:
                 index = KnowledgeBaseIndex(knowledge_base_id=knowledge_base_id,
                                            directory=self.directory(knowledge_base_id), catalog=self.catalog,
                                            dimension=self.dimension, embedder_name=self.embedder_name,
-                                           analyzer=self.analyzer)
+                                           analyzer=self.analyzer,
+                                           dense_approximate_threshold=self.dense_approximate_threshold)
                 self._attach_backend(index)
                 index.open()
                 with self._lock:

@@ -134,3 +134,60 @@ class TestDenseRetrieverValidation:
     def test_rejects_invalid_probe_fraction(self):
         with pytest.raises(ValueError, match=r"probe_fraction must be in \(0, 1\], got 0"):
             DenseRetriever(DIMENSION, probe_fraction=0)
+
+
+class TestDenseRetrieverRebuildBesideLiveIndex:
+    def test_rebuild_replays_concurrent_writes(self):
+        vectors = unit_vectors(460)
+        retriever = DenseRetriever(DIMENSION, approximate_threshold=300, probe_fraction=1.0, rebuild_inline=False)
+        retriever.add(chunks(range(400), vectors[:400]))
+        assert not retriever.is_approximate
+        assert retriever.needs_rebuild()
+
+        rebuild = retriever.begin_rebuild()
+        retriever.add(chunks(range(400, 460), vectors[400:]))
+        retriever.delete([7])
+        retriever.add(chunks(range(3, 4), -vectors[3:4]))
+        rebuild.build()
+        # Until the swap, searches read the live exact index, which already has every write.
+        assert not retriever.is_approximate
+        assert retriever.search("", vectors[420], 1)[0].rowid == 420
+        retriever.finish_rebuild(rebuild)
+
+        assert retriever.is_approximate
+        assert len(retriever) == 459
+        assert 7 not in {hit.rowid for hit in retriever.search("", vectors[7], 459)}
+        hits = retriever.search("", -vectors[3], 1)
+        assert hits[0].rowid == 3
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+        expected = np.delete(np.arange(460), 7)
+        live_vectors = vectors[expected].copy()
+        live_vectors[3] = -vectors[3]
+        query = vectors[450]
+        assert [hit.rowid for hit in retriever.search("", query, 10)] == exact_top(live_vectors, expected, query, 10)
+
+    def test_begin_rebuild_only_when_needed(self):
+        retriever = DenseRetriever(DIMENSION, approximate_threshold=300, rebuild_inline=False)
+        retriever.add(chunks(range(300), unit_vectors(300)))
+        assert retriever.begin_rebuild() is None
+        retriever.add(chunks(range(300, 301), unit_vectors(1, seed=5)))
+        rebuild = retriever.begin_rebuild()
+        assert rebuild is not None
+        assert retriever.begin_rebuild() is None
+
+    def test_cancelled_rebuild_keeps_live_index(self):
+        retriever = DenseRetriever(DIMENSION, approximate_threshold=300, rebuild_inline=False)
+        retriever.add(chunks(range(400), unit_vectors(400)))
+        rebuild = retriever.begin_rebuild()
+        retriever.cancel_rebuild(rebuild)
+        assert not retriever.is_approximate
+        assert len(retriever) == 400
+        assert retriever._journal is None
+        assert retriever.begin_rebuild() is not None
+
+    def test_finish_unbuilt_rebuild_raises(self):
+        retriever = DenseRetriever(DIMENSION, approximate_threshold=300, rebuild_inline=False)
+        retriever.add(chunks(range(400), unit_vectors(400)))
+        rebuild = retriever.begin_rebuild()
+        with pytest.raises(RuntimeError, match="call rebuild.build\\(\\) first"):
+            retriever.finish_rebuild(rebuild)

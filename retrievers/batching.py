@@ -1,0 +1,141 @@
+"""Micro-batching of query embeddings: concurrent searches share one forward pass of the embedder.
+
+One search spends most of its CPU embedding a single short query, and a forward pass over eight short
+queries costs little more than over one. So each search puts its query on a queue and one worker thread
+embeds whatever is waiting in one call. A query that arrives alone is embedded at once. When two or more are
+waiting, the worker waits up to `max_wait_s` for more, up to `max_batch_size`, because more are probably on
+their way.
+"""
+
+import logging
+import threading
+from collections import deque
+
+import numpy as np
+
+from retrievers.embedders import Embedder
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedderClosed(RuntimeError):
+    """The batcher was closed, so it embeds no more queries."""
+
+
+class _Pending:
+    """One caller's query and, once the worker is done with it, its vector or the error it raised."""
+
+    __slots__ = ("text", "done", "vector", "error")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.done = threading.Event()
+        self.vector: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+class QueryEmbeddingBatcher:
+    """Embeds queries from many threads in shared batches; `embed_query` blocks until its own vector is ready.
+
+    With `max_batch_size` 1 there is no worker: each caller embeds its own query, as without batching.
+    """
+
+    def __init__(self, embedder: Embedder, *, max_batch_size: int = 16, max_wait_s: float = 0.002) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
+        self.embedder = embedder
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._queue: deque[_Pending] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        if max_batch_size > 1:
+            self._worker = threading.Thread(target=self._run, name="query-embedder", daemon=True)
+            self._worker.start()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Return the L2-normalised embedding of one query; raises what the embedder raised for its batch."""
+        if self._worker is None:
+            if self._closed:
+                raise EmbedderClosed("the query embedder is shut down")
+            return self._embed([text])[0]
+        pending = _Pending(text)
+        with self._condition:
+            if self._closed:
+                raise EmbedderClosed("the query embedder is shut down")
+            self._queue.append(pending)
+            self._condition.notify()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.vector  # type: ignore[return-value]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking queries, embed those already queued, and stop the worker."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        vectors = self.embedder.embed(texts, is_query=True)
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(texts)} queries")
+        return vectors
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._serve(batch)
+        finally:
+            # Reached on close, and also if the worker itself fails: nobody may be left waiting.
+            self._fail_queued(EmbedderClosed("the query embedder stopped"))
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Wait for queued queries and take up to max_batch_size of them; None once closed and drained."""
+        with self._condition:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._condition.wait()
+            # Only wait for company when the queue shows that several searches are running at once.
+            if 1 < len(self._queue) < self.max_batch_size and self.max_wait_s > 0 and not self._closed:
+                self._condition.wait_for(lambda: len(self._queue) >= self.max_batch_size or self._closed,
+                                         timeout=self.max_wait_s)
+            count = min(len(self._queue), self.max_batch_size)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _serve(self, batch: list[_Pending]) -> None:
+        try:
+            vectors = self._embed([pending.text for pending in batch])
+        except Exception as error:  # every caller of this batch gets the error; the worker goes on
+            logger.warning("query embedding failed", extra={"queries": len(batch), "error": str(error)})
+            for pending in batch:
+                pending.error = error
+                pending.done.set()
+            return
+        except BaseException as error:
+            for pending in batch:
+                pending.error = EmbedderClosed(f"the query embedder stopped: {error!r}")
+                pending.done.set()
+            raise
+        for pending, vector in zip(batch, vectors):
+            # A copy, so that one caller's vector does not keep the whole batch's array alive.
+            pending.vector = np.array(vector, dtype=np.float32)
+            pending.done.set()
+
+    def _fail_queued(self, error: EmbedderClosed) -> None:
+        with self._condition:
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+        for pending in queued:
+            pending.error = error
+            pending.done.set()
