@@ -1,4 +1,10 @@
-"""Background ingestion: a worker thread runs queued jobs; unfinished jobs resume after a restart.
+"""Background ingestion: a worker thread claims queued jobs from the catalog; unfinished jobs resume after a restart.
+
+Jobs are handed out by the catalog, not by an in-process queue: the worker claims the oldest claimable job
+(`Catalog.claim_job`), so with several replicas sharing one catalog each job runs on exactly one of them, and a
+job queued through one replica is picked up by whichever worker is idle. An upload wakes this replica's worker
+at once; otherwise it looks every DOMAINRAG_JOB_POLL_INTERVAL_S. While it runs a job it sends a heartbeat; a
+job whose replica stops sending them for DOMAINRAG_JOB_LEASE_S is taken over by another.
 
 A job lists uploaded items stored content-addressed under the knowledge base's raw/ folder. Each document is
 written to the catalog in its own transaction and then applied to the indices, so a crash leaves every
@@ -8,7 +14,6 @@ document either fully indexed or untouched, and re-running a job skips what it a
 import hashlib
 import logging
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -48,60 +53,102 @@ def store_raw(data_dir: Path, knowledge_base_id: str, data: bytes) -> str:
     return digest
 
 
+class _LeaseLost(Exception):
+    """Another replica took the job over (this one missed its heartbeats); stop without writing to it."""
+
+
 class JobRunner:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.worker = services.settings.worker_name
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heartbeat_thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._current: str | None = None  # the job this worker runs now
+        self._lease_lost = threading.Event()
+        self._idle = threading.Event()
         self._parser = IsolatedParser(services.settings.parse_timeout_s)
 
     def start(self) -> None:
-        for job in self.services.catalog.unfinished_jobs():
-            logger.info("resuming job", extra={"job": job.id, "knowledge_base": job.knowledge_base_id})
-            self._queue.put(job.id)
         self._thread = threading.Thread(target=self._run, name="ingestion", daemon=True)
         self._thread.start()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="ingestion-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the document in flight, leave the rest of the job queued for the next start."""
+        """Finish the document in flight and hand the rest of the job back, for any replica's next claim."""
         self._stopping.set()
-        self._queue.put(None)
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout)
         self._parser.close()
 
     def submit(self, job_id: str) -> None:
-        self._queue.put(job_id)
+        """Wake the worker for a job just queued in the catalog (any idle replica may take it)."""
+        self._wake.set()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Block until no job is queued or running; for tests and the CLI."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
-                return True
-            time.sleep(0.02)
-        return False
+        """Block until this worker has nothing to claim and runs no job; for tests and the CLI."""
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout)
 
     def _run(self) -> None:
+        settings = self.services.settings
         while not self._stopping.is_set():
-            job_id = self._queue.get()
+            self._wake.clear()
             try:
-                if job_id is None:
-                    return
-                job = self.services.catalog.get_job(job_id)
-                if job is None or job.status not in ("queued", "running"):
-                    continue
-                self._run_job(job)
+                job = self.services.catalog.claim_job(worker=self.worker, lease_seconds=settings.job_lease_s)
             except Exception:
-                logger.exception("ingestion job crashed", extra={"job": job_id})
-                self._fail(job_id, "internal error while ingesting; see the service log")
+                logger.exception("could not claim a job from the catalog; retrying")
+                job = None
+            if job is None:
+                self._idle.set()
+                self._wake.wait(settings.job_poll_interval_s)
+                continue
+            self._current = job.id
+            self._lease_lost.clear()
+            try:
+                self._run_job(job)
+            except _LeaseLost:
+                logger.warning("job taken over by another replica; stopped working on it",
+                               extra={"job": job.id, "replica": self.worker})
+            except Exception:
+                logger.exception("ingestion job crashed", extra={"job": job.id})
+                self._fail(job.id, "internal error while ingesting; see the service log")
             finally:
-                self._queue.task_done()
+                self._current = None
+                if self._stopping.is_set():
+                    self._release(job.id)
+
+    def _release(self, job_id: str) -> None:
+        try:
+            self.services.catalog.release_job(job_id, self.worker)
+        except Exception:
+            logger.exception("could not hand the job back; it resumes once its lease expires", extra={"job": job_id})
+
+    def _heartbeat(self) -> None:
+        interval = max(0.05, self.services.settings.job_lease_s / 4)
+        while not self._stopping.wait(interval):
+            job_id = self._current
+            if job_id is None:
+                continue
+            try:
+                if not self.services.catalog.heartbeat_job(job_id, self.worker) and self._current == job_id:
+                    self._lease_lost.set()
+            except Exception:
+                logger.exception("could not record the job heartbeat", extra={"job": job_id})
+
+    def _save(self, job: Job) -> None:
+        if self._lease_lost.is_set() or not self.services.catalog.update_job(job):
+            raise _LeaseLost(job.id)
 
     def _fail(self, job_id: str, message: str) -> None:
         job = self.services.catalog.get_job(job_id)
-        if job is not None:
+        if job is not None and job.worker == self.worker:
             job.status = "failed"
             job.errors.append({"source": "job", "message": message})
             self.services.catalog.update_job(job)
@@ -111,13 +158,15 @@ class JobRunner:
         knowledge_base = next((kb for kb in catalog.all_knowledge_bases() if kb.id == job.knowledge_base_id), None)
         if knowledge_base is None:
             return
-        resumed = job.status == "running"
+        # The claim marked the job running; one that had started before was interrupted (a restart, a handover).
+        resumed = job.started_at is not None
         # A resumed job starts its counts again: documents it stored before the restart count as unchanged.
         job.status, job.total, job.processed, job.failed, job.unchanged, job.errors = "running", 0, 0, 0, 0, []
         job.started_at, job.documents_per_second = utc_now(), 0.0
-        catalog.update_job(job)
+        self._save(job)
         logger.info("job resumed" if resumed else "job started",
-                    extra={"job": job.id, "knowledge_base": knowledge_base.id, "items": len(job.items)})
+                    extra={"job": job.id, "knowledge_base": knowledge_base.id, "items": len(job.items),
+                           "replica": self.worker})
         options = ParseOptions(csv_mode=job.options.get("csv_mode", "row"),
                                max_pdf_pages=self.services.settings.max_pdf_pages)
         started = time.perf_counter()
@@ -134,9 +183,9 @@ class JobRunner:
                 job.errors.append({"source": item["source"], "message": f"stored upload unreadable: {error}"})
                 continue
             for parsed in self._parser.parse(data, source=item["source"], kind=item["kind"], options=options):
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self._lease_lost.is_set():
                     self._write_batch(job, batch)
-                    catalog.update_job(job)
+                    self._save(job)
                     return
                 job.total += 1
                 if isinstance(parsed, ItemError):
@@ -152,7 +201,7 @@ class JobRunner:
                     batch = []
                 if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
                     job.documents_per_second = _rate(job.processed, time.perf_counter() - started)
-                    catalog.update_job(job)
+                    self._save(job)
                     last_progress = time.perf_counter()
         self._write_batch(job, batch)
 
@@ -165,8 +214,9 @@ class JobRunner:
             job.status = "failed"
         else:
             job.status = "completed_with_errors"
-        catalog.update_job(job)
-        logger.info("job finished", extra={"job": job.id, "knowledge_base": knowledge_base.id, "status": job.status,
+        self._save(job)
+        logger.info("job finished", extra={"job": job.id, "knowledge_base": knowledge_base.id, "replica": self.worker,
+                                           "status": job.status,
                                            "documents": job.processed, "failed": job.failed,
                                            "unchanged": job.unchanged, "seconds": round(elapsed, 2),
                                            "documents_per_second": job.documents_per_second})

@@ -38,7 +38,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    catalog = Catalog(settings.catalog_path)
+    catalog = Catalog(settings.catalog_location, replica=settings.worker_name)
     embedder = embedder or load_embedder(settings.embedder, batch_size=settings.embed_batch_size)
     generators = GeneratorPool(settings.all_backbones, default=settings.generator,
                                cache_root=settings.data_dir / "models", threads=settings.torch_threads,
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.state.metrics.watch_catalog(services.catalog, services.indices.directory)
         services.generator.start()
         services.jobs.start()
-        logger.info("service started", extra={"data_dir": str(settings.data_dir), "embedder": services.embedder.name,
+        logger.info("service started", extra={"data_dir": str(settings.data_dir), "catalog": str(services.catalog),
+                                              "replica": settings.worker_name, "embedder": services.embedder.name,
                                               "generator": settings.generator if generator is None else generator.name})
         try:
             yield
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             services.query_embedder.close()
             services.indices.save_all()
             services.indices.close()
+            services.catalog.close()
             logger.info("service stopped")
 
     app = FastAPI(title="domainrag", version="0.1.0", lifespan=lifespan,

@@ -1,5 +1,6 @@
 """Service settings, read from `DOMAINRAG_*` environment variables."""
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOMAINRAG_", env_file=None, extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="Folder for the SQLite catalog, index snapshots and raw uploads.")
+    database_url: SecretStr | None = Field(
+        None, description="The catalog: unset for DATA_DIR/catalog.sqlite3, sqlite:///file (relative to the data "
+        "dir) or sqlite:////absolute/file, or postgresql://user:password@host:port/database to share one catalog "
+        "between replicas.",
+    )
+    replica_id: str | None = Field(
+        None, description="This replica's name in the jobs it claims; unset uses hostname:port. Must differ "
+        "between replicas sharing a catalog and stay the same across a replica's restarts.",
+    )
+    job_poll_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between looks at the catalog for jobs, such as those another replica queued."
+    )
+    job_lease_s: float = Field(
+        60.0, gt=0, description="Seconds without a heartbeat after which another replica takes over a running job."
+    )
     admin_key: SecretStr | None = Field(None, description="Bearer key that may create tenants; unset disables tenant creation.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -118,6 +134,23 @@ class Settings(BaseSettings):
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def catalog_location(self) -> Path | str:
+        """What `storage.catalog.Catalog` opens: an SQLite file path or a PostgreSQL URL."""
+        url = self.database_url.get_secret_value().strip() if self.database_url is not None else ""
+        if not url or url == "sqlite://":
+            return self.catalog_path
+        if url.startswith("sqlite://"):
+            path = Path(url.removeprefix("sqlite://").removeprefix("/"))
+            return path if path.is_absolute() else self.data_dir / path
+        if url.startswith(("postgresql://", "postgres://")):
+            return url
+        raise ValueError("DOMAINRAG_DATABASE_URL must start with sqlite:// or postgresql://")
+
+    @property
+    def worker_name(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
 
 
 @lru_cache

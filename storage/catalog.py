@@ -1,4 +1,8 @@
-"""SQLite catalog: the source of truth for tenants, keys, knowledge bases, documents, chunks and jobs.
+"""The catalog: the source of truth for tenants, keys, knowledge bases, documents, chunks and jobs.
+
+It lives in SQLite (the embedded default) or PostgreSQL (for several service replicas), chosen by the
+location given to `Catalog`: a path or `sqlite:///...` URL, or a `postgresql://...` URL. Both run the same
+queries and schema through a small dialect layer (`_SQLite`, `_PostgreSQL`).
 
 Every index is derived from the rows here. Each change to a knowledge base's chunks is appended to
 `chunk_log`, so an index snapshot that records the last sequence number it covers can catch up.
@@ -12,13 +16,21 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import psycopg
+    import psycopg.conninfo
+    import psycopg.rows
+except ImportError:  # only a postgresql:// catalog needs it
+    psycopg = None
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -30,8 +42,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     prefix TEXT NOT NULL,
-    salt BLOB NOT NULL,
-    hash BLOB NOT NULL,
+    salt {blob} NOT NULL,
+    hash {blob} NOT NULL,
     role TEXT NOT NULL,
     created_at TEXT NOT NULL,
     revoked_at TEXT
@@ -55,7 +67,7 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (tenant_id, name)
 );
 CREATE TABLE IF NOT EXISTS documents (
-    id INTEGER PRIMARY KEY,
+    id {rowid_pk},
     knowledge_base_id TEXT NOT NULL REFERENCES knowledge_bases(id) ON DELETE CASCADE,
     document_id TEXT NOT NULL,
     title TEXT NOT NULL,
@@ -68,23 +80,30 @@ CREATE TABLE IF NOT EXISTS documents (
     UNIQUE (knowledge_base_id, document_id)
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
+    id {rowid_pk},
     knowledge_base_id TEXT NOT NULL REFERENCES knowledge_bases(id) ON DELETE CASCADE,
-    document_rowid INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    document_rowid {rowid} NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
-    embedding BLOB NOT NULL
+    embedding {blob} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_rowid);
 CREATE INDEX IF NOT EXISTS chunks_knowledge_base ON chunks(knowledge_base_id, id);
 CREATE TABLE IF NOT EXISTS chunk_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {seq_pk},
     knowledge_base_id TEXT NOT NULL,
-    chunk_rowid INTEGER NOT NULL,
+    chunk_rowid {rowid} NOT NULL,
     op TEXT NOT NULL CHECK (op IN ('add', 'delete'))
 );
 CREATE INDEX IF NOT EXISTS chunk_log_knowledge_base ON chunk_log(knowledge_base_id, seq);
+CREATE TABLE IF NOT EXISTS log_readers (
+    replica TEXT NOT NULL,
+    knowledge_base_id TEXT NOT NULL,
+    seq {rowid} NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (knowledge_base_id, replica)
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
@@ -100,10 +119,28 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     started_at TEXT,
-    documents_per_second REAL NOT NULL DEFAULT 0
+    documents_per_second {real} NOT NULL DEFAULT 0,
+    worker TEXT,
+    heartbeat_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 """
+
+# Columns that later versions added, as (table, column, declaration): start-up adds those a catalog lacks.
+ADDED_COLUMNS = [
+    ("jobs", "started_at", "TEXT"),
+    ("jobs", "documents_per_second", "{real} NOT NULL DEFAULT 0"),
+    ("knowledge_bases", "generator", "TEXT"),
+    # The index backend of the knowledge base's bm25 and dense retrievers: "local" or "milvus".
+    ("knowledge_bases", "backend", "TEXT NOT NULL DEFAULT 'local'"),
+    # The replica running a job and when it last said so; see Catalog.claim_job.
+    ("jobs", "worker", "TEXT"),
+    ("jobs", "heartbeat_at", "TEXT"),
+]
+
+# What a unique or foreign-key violation raises, on either backend: a name or key that already exists.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError,) + (
+    (psycopg.IntegrityError,) if psycopg is not None else ())
 
 KEY_PREFIX_LENGTH = 12
 # A read-only key may search and query; a read-write key may also change data and manage its tenant's keys.
@@ -197,63 +234,231 @@ class Job:
     updated_at: str = ""
     started_at: str | None = None
     documents_per_second: float = 0.0
+    worker: str | None = None  # the replica that claimed the job (see Catalog.claim_job)
+    heartbeat_at: str | None = None
 
 
-class Catalog:
-    """Thread-safe access to the catalog database; one connection per thread, one writer at a time."""
+class _SQLite:
+    """A catalog file; one writer at a time, which also makes every claim and log append atomic."""
+
+    name = "sqlite"
+    types = {"rowid_pk": "INTEGER PRIMARY KEY", "seq_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "rowid": "INTEGER",
+             "blob": "BLOB", "real": "REAL"}
+    # The claim's UPDATE runs under SQLite's database-wide write lock, so it needs no row lock.
+    skip_locked = ""
+    serialise_writers = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        with self._write_lock:
-            self._connection().executescript(SCHEMA)
-            self._add_missing_columns()
 
-    def _add_missing_columns(self) -> None:
-        """Add columns that later versions introduced to a catalog created before them."""
-        connection = self._connection()
-        columns = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
-        if "started_at" not in columns:
-            connection.execute("ALTER TABLE jobs ADD COLUMN started_at TEXT")
-        if "documents_per_second" not in columns:
-            connection.execute("ALTER TABLE jobs ADD COLUMN documents_per_second REAL NOT NULL DEFAULT 0")
-        columns = {row["name"] for row in connection.execute("PRAGMA table_info(knowledge_bases)")}
-        if "generator" not in columns:
-            connection.execute("ALTER TABLE knowledge_bases ADD COLUMN generator TEXT")
-        # The index backend of the knowledge base's bm25 and dense retrievers: "local" or "milvus".
-        if "backend" not in columns:
-            connection.execute("ALTER TABLE knowledge_bases ADD COLUMN backend TEXT NOT NULL DEFAULT 'local'")
+    def __str__(self) -> str:
+        return f"sqlite:{self.path}"
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            # FULL fsyncs the WAL on every commit, so an acknowledged write survives a power loss.
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            self._local.connection = connection
+    def connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL on every commit, so an acknowledged write survives a power loss.
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
         return connection
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connection()
-        with self._write_lock:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+    @staticmethod
+    def is_usable(connection: sqlite3.Connection) -> bool:
+        return True
 
-    def _query(self, sql: str, parameters: tuple = ()) -> list[sqlite3.Row]:
+    @contextmanager
+    def transaction(self, connection: sqlite3.Connection) -> Iterator[None]:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def lock_schema(self, connection: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE already keeps other processes out while the schema is created."""
+
+    def columns(self, connection: sqlite3.Connection, table: str) -> set[str]:
+        return {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+
+    def lock_knowledge_base(self, connection: sqlite3.Connection, knowledge_base_id: str) -> None:
+        """Writers are already serialised by BEGIN IMMEDIATE."""
+
+
+class _PostgreSQLConnection:
+    """A psycopg connection that takes the catalog's `?` placeholders, like sqlite3."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, parameters: tuple | list = ()) -> Any:
+        return self.raw.execute(_postgresql_sql(sql), parameters or None)
+
+    def executemany(self, sql: str, parameters: list) -> None:
+        if parameters:
+            with self.raw.cursor() as cursor:
+                cursor.executemany(_postgresql_sql(sql), parameters)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _PostgreSQL:
+    """A PostgreSQL database shared by any number of replicas: row locks instead of one writer."""
+
+    name = "postgresql"
+    types = {"rowid_pk": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+             "seq_pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "rowid": "BIGINT", "blob": "BYTEA",
+             "real": "DOUBLE PRECISION"}
+    # A replica skips a job row that another replica's claim holds, instead of waiting for it and failing.
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    serialise_writers = False
+    # Any constant: the lock that keeps two replicas starting together from creating the schema at once.
+    SCHEMA_LOCK = 0x646F6D61696E
+
+    def __init__(self, url: str) -> None:
+        if psycopg is None:
+            raise RuntimeError("a postgresql:// catalog needs psycopg 3: pip install 'psycopg[binary]'")
+        self.url = url
+
+    def __str__(self) -> str:
+        # Never the password: only the host, port and database.
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
+
+    def connect(self) -> _PostgreSQLConnection:
+        return _PostgreSQLConnection(psycopg.connect(self.url, autocommit=True, row_factory=psycopg.rows.dict_row))
+
+    @staticmethod
+    def is_usable(connection: _PostgreSQLConnection) -> bool:
+        # After the server restarts or drops the connection, the next call on this thread opens a new one.
+        return not (connection.raw.closed or connection.raw.broken)
+
+    @contextmanager
+    def transaction(self, connection: _PostgreSQLConnection) -> Iterator[None]:
+        with connection.raw.transaction():
+            yield
+
+    def lock_schema(self, connection: _PostgreSQLConnection) -> None:
+        connection.execute("SELECT pg_advisory_xact_lock(?)", (self.SCHEMA_LOCK,))
+
+    def columns(self, connection: _PostgreSQLConnection, table: str) -> set[str]:
+        rows = connection.execute("SELECT column_name AS name FROM information_schema.columns "
+                                  "WHERE table_schema = current_schema() AND table_name = ?", (table,)).fetchall()
+        return {row["name"] for row in rows}
+
+    def lock_knowledge_base(self, connection: _PostgreSQLConnection, knowledge_base_id: str) -> None:
+        """Serialise the writers of one knowledge base's chunk_log until this transaction commits.
+
+        A log sequence number is drawn at insert time, but transactions commit in any order: without this lock
+        replica A could commit seq 11 while seq 10 is still uncommitted on replica B, and an index catching
+        up past 11 would never see 10. NO KEY UPDATE still lets other transactions insert rows that reference
+        the knowledge base (jobs, aliases).
+        """
+        connection.execute("SELECT 1 FROM knowledge_bases WHERE id = ? FOR NO KEY UPDATE", (knowledge_base_id,))
+
+
+@lru_cache(maxsize=512)
+def _postgresql_sql(sql: str) -> str:
+    if "%" in sql:
+        raise ValueError("catalog SQL must not contain '%'; psycopg would read it as a placeholder")
+    return sql.replace("?", "%s")
+
+
+def _dialect(location: Path | str) -> "_SQLite | _PostgreSQL":
+    """A Path or a plain path string is an SQLite file; a URL names its backend by its scheme."""
+    if isinstance(location, Path):
+        return _SQLite(location)
+    if location.startswith(("postgresql://", "postgres://")):
+        return _PostgreSQL(location)
+    if location.startswith("sqlite://"):
+        return _SQLite(Path(location.removeprefix("sqlite://").removeprefix("/")))
+    if "://" in location:
+        raise ValueError(f"unsupported catalog URL scheme in {location.split('://')[0]!r}; "
+                         "use sqlite:///path or postgresql://user:password@host:port/database")
+    return _SQLite(Path(location))
+
+
+class Catalog:
+    """Thread-safe access to the catalog database: one connection per thread.
+
+    On SQLite one writer at a time; on PostgreSQL writers run concurrently, with row locks where order matters
+    (job claims, each knowledge base's chunk log).
+    """
+
+    def __init__(self, location: Path | str, *, replica: str = "local") -> None:
+        """`replica` names this process among those sharing the catalog (see `prune_log`)."""
+        self._dialect = _dialect(location)
+        self.replica = replica
+        self._reading: set[str] = set()  # knowledge bases whose log this replica has registered to read
+        self.database = self._dialect.name  # "sqlite" or "postgresql"
+        # Several replicas may share a PostgreSQL catalog, so it tracks each one's place in chunk_log.
+        self._shared = self.database == "postgresql"
+        self.path: Path | None = getattr(self._dialect, "path", None)
+        self._local = threading.local()
+        self._generation = 0
+        self._open: list[Any] = []
+        self._open_lock = threading.Lock()
+        self._write_lock = threading.Lock() if self._dialect.serialise_writers else nullcontext()
+        self._migrate()
+
+    def __str__(self) -> str:
+        return str(self._dialect)
+
+    def _migrate(self) -> None:
+        """Create missing tables and indices, then add columns that later versions introduced."""
+        schema = SCHEMA
+        for name, declaration in self._dialect.types.items():
+            schema = schema.replace("{" + name + "}", declaration)
+        with self._transaction() as connection:
+            self._dialect.lock_schema(connection)
+            for statement in schema.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            existing: dict[str, set[str]] = {}
+            for table, column, declaration in ADDED_COLUMNS:
+                if table not in existing:
+                    existing[table] = self._dialect.columns(connection, table)
+                if column not in existing[table]:
+                    for name, value in self._dialect.types.items():
+                        declaration = declaration.replace("{" + name + "}", value)
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                    existing[table].add(column)
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if (connection is None or getattr(self._local, "generation", None) != self._generation
+                or not self._dialect.is_usable(connection)):
+            connection = self._dialect.connect()
+            self._local.connection, self._local.generation = connection, self._generation
+            with self._open_lock:
+                self._open.append(connection)
+        return connection
+
+    def close(self) -> None:
+        """Close every thread's connection; a later call on any thread opens a new one."""
+        with self._open_lock:
+            connections, self._open = self._open, []
+            self._generation += 1
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception:  # already broken; nothing to release
+                pass
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        connection = self._connection()
+        with self._write_lock, self._dialect.transaction(connection):
+            yield connection
+
+    def _query(self, sql: str, parameters: tuple = ()) -> list[Any]:
         return self._connection().execute(sql, parameters).fetchall()
 
-    def _query_one(self, sql: str, parameters: tuple = ()) -> sqlite3.Row | None:
+    def _query_one(self, sql: str, parameters: tuple = ()) -> Any:
         return self._connection().execute(sql, parameters).fetchone()
 
     # Tenants and keys
@@ -274,7 +479,7 @@ class Catalog:
         with self._transaction() as connection:
             return self._insert_key(connection, tenant_id=tenant_id, role=role)
 
-    def _insert_key(self, connection: sqlite3.Connection, *, tenant_id: str, role: str) -> tuple[ApiKey, str]:
+    def _insert_key(self, connection: Any, *, tenant_id: str, role: str) -> tuple[ApiKey, str]:
         if role not in KEY_ROLES:
             raise ValueError(f"invalid key role {role!r}; use one of {KEY_ROLES}")
         key = "drk_" + secrets.token_urlsafe(32)
@@ -382,6 +587,7 @@ class Catalog:
     def delete_knowledge_base(self, knowledge_base_id: str) -> None:
         with self._transaction() as connection:
             connection.execute("DELETE FROM chunk_log WHERE knowledge_base_id = ?", (knowledge_base_id,))
+            connection.execute("DELETE FROM log_readers WHERE knowledge_base_id = ?", (knowledge_base_id,))
             connection.execute("DELETE FROM knowledge_bases WHERE id = ?", (knowledge_base_id,))
 
     def set_alias(self, *, tenant_id: str, name: str, knowledge_base_id: str) -> str:
@@ -414,7 +620,8 @@ class Catalog:
             "SELECT kb.id, COUNT(d.id) AS documents, COALESCE(SUM(d.chunk_count), 0) AS chunks "
             "FROM knowledge_bases kb LEFT JOIN documents d ON d.knowledge_base_id = kb.id GROUP BY kb.id ORDER BY kb.id"
         )
-        return [(row["id"], row["documents"], row["chunks"]) for row in rows]
+        # int(): PostgreSQL sums integers as numeric.
+        return [(row["id"], int(row["documents"]), int(row["chunks"])) for row in rows]
 
     def count_documents(self, knowledge_base_id: str) -> tuple[int, int]:
         row = self._query_one(
@@ -422,7 +629,7 @@ class Catalog:
             "WHERE knowledge_base_id = ?",
             (knowledge_base_id,),
         )
-        return row["documents"], row["chunks"]
+        return int(row["documents"]), int(row["chunks"])
 
     # Documents and chunks
 
@@ -448,24 +655,23 @@ class Catalog:
         """
         now = utc_now()
         with self._transaction() as connection:
+            self._dialect.lock_knowledge_base(connection, knowledge_base_id)
             removed = self._delete_document_rows(connection, knowledge_base_id=knowledge_base_id,
                                                  document_id=document_id)
-            cursor = connection.execute(
+            document_rowid = connection.execute(
                 "INSERT INTO documents (knowledge_base_id, document_id, title, source, content_hash, metadata, "
-                "chunk_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "chunk_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (knowledge_base_id, document_id, title, source, content_hash, json.dumps(metadata), len(chunks),
                  now, now),
-            )
-            document_rowid = cursor.lastrowid
+            ).fetchall()[0]["id"]
             added = []
             for chunk in chunks:
-                cursor = connection.execute(
+                added.append(connection.execute(
                     "INSERT INTO chunks (knowledge_base_id, document_rowid, position, text, metadata, embedding) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                     (knowledge_base_id, document_rowid, chunk.position, chunk.text, json.dumps(chunk.metadata),
                      np.ascontiguousarray(chunk.embedding, dtype=np.float32).tobytes()),
-                )
-                added.append(cursor.lastrowid)
+                ).fetchall()[0]["id"])
             connection.executemany(
                 "INSERT INTO chunk_log (knowledge_base_id, chunk_rowid, op) VALUES (?, ?, 'add')",
                 [(knowledge_base_id, rowid) for rowid in added],
@@ -475,6 +681,7 @@ class Catalog:
     def delete_document(self, *, knowledge_base_id: str, document_id: str) -> list[int] | None:
         """Delete a document; returns its chunk rowids, or None when the document does not exist."""
         with self._transaction() as connection:
+            self._dialect.lock_knowledge_base(connection, knowledge_base_id)
             exists = connection.execute(
                 "SELECT 1 FROM documents WHERE knowledge_base_id = ? AND document_id = ?",
                 (knowledge_base_id, document_id),
@@ -484,7 +691,7 @@ class Catalog:
             return self._delete_document_rows(connection, knowledge_base_id=knowledge_base_id,
                                               document_id=document_id)
 
-    def _delete_document_rows(self, connection: sqlite3.Connection, *, knowledge_base_id: str,
+    def _delete_document_rows(self, connection: Any, *, knowledge_base_id: str,
                               document_id: str) -> list[int]:
         rows = connection.execute(
             "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_rowid "
@@ -533,9 +740,13 @@ class Catalog:
     def last_sequence(self, knowledge_base_id: str) -> int:
         row = self._query_one("SELECT MAX(seq) AS seq FROM chunk_log WHERE knowledge_base_id = ?",
                               (knowledge_base_id,))
-        return row["seq"] or 0
+        return int(row["seq"] or 0)
 
     def changes_since(self, knowledge_base_id: str, sequence: int) -> list[tuple[int, int, str]]:
+        if self._shared and knowledge_base_id not in self._reading:
+            # This replica's indices of the knowledge base start at `sequence`: keep the log from there on.
+            self._set_reader(knowledge_base_id, sequence, only_if_new=True)
+            self._reading.add(knowledge_base_id)
         rows = self._query(
             "SELECT seq, chunk_rowid, op FROM chunk_log WHERE knowledge_base_id = ? AND seq > ? ORDER BY seq",
             (knowledge_base_id, sequence),
@@ -543,10 +754,34 @@ class Catalog:
         return [(row["seq"], row["chunk_rowid"], row["op"]) for row in rows]
 
     def prune_log(self, knowledge_base_id: str, through_sequence: int) -> None:
-        """Drop log entries that a saved snapshot already covers."""
+        """Record that this replica saved a snapshot through `through_sequence`; drop the log entries that every
+        replica's snapshot covers.
+
+        Replicas sharing a catalog each keep indices of their own that catch up from chunk_log, so one replica's
+        snapshot must not drop entries another has yet to read. `log_readers` holds, per knowledge base and
+        replica, the sequence of its last snapshot (or where its indices started, before the first); entries
+        up to the lowest of them go. A replica that is gone for good keeps its row, and so the log, until the
+        row is deleted by hand. SQLite serves one replica, so there the snapshot alone decides, as before.
+        """
+        floor = through_sequence
+        if self._shared:
+            self._set_reader(knowledge_base_id, through_sequence)
+            self._reading.add(knowledge_base_id)
         with self._transaction() as connection:
+            if self._shared:
+                floor = connection.execute("SELECT MIN(seq) AS seq FROM log_readers WHERE knowledge_base_id = ?",
+                                           (knowledge_base_id,)).fetchone()["seq"]
             connection.execute("DELETE FROM chunk_log WHERE knowledge_base_id = ? AND seq <= ?",
-                               (knowledge_base_id, through_sequence))
+                               (knowledge_base_id, min(through_sequence, floor)))
+
+    def _set_reader(self, knowledge_base_id: str, sequence: int, *, only_if_new: bool = False) -> None:
+        update = "NOTHING" if only_if_new else "UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at"
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO log_readers (replica, knowledge_base_id, seq, updated_at) VALUES (?, ?, ?, ?) "
+                f"ON CONFLICT (knowledge_base_id, replica) DO {update}",
+                (self.replica, knowledge_base_id, sequence, utc_now()),
+            )
 
     # Jobs
 
@@ -575,42 +810,82 @@ class Catalog:
             "SELECT status, COUNT(*) AS jobs, COALESCE(SUM(processed), 0) AS processed, "
             "COALESCE(SUM(failed), 0) AS failed, COALESCE(SUM(unchanged), 0) AS unchanged FROM jobs GROUP BY status"
         )
-        return [dict(row) for row in rows]
+        return [{"status": row["status"], **{name: int(row[name]) for name in ("jobs", "processed", "failed", "unchanged")}}
+                for row in rows]
 
     def unfinished_jobs(self) -> list[Job]:
         rows = self._query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at")
         return [_job(row) for row in rows]
 
-    def update_job(self, job: Job) -> None:
-        job.updated_at = utc_now()
+    def claim_job(self, *, worker: str, lease_seconds: float) -> Job | None:
+        """Atomically take the oldest job that no live replica runs, mark it running by `worker`, and return it.
+
+        Claimable: a queued job; a running one released by a stopping replica (no worker); a running one of
+        `worker` itself (this replica crashed and restarted); a running one whose worker has not sent a heartbeat
+        for `lease_seconds` (that replica died). PostgreSQL skips rows another replica's claim has locked;
+        SQLite runs the statement under its single writer lock. Either way two replicas never get the same job.
+        """
+        now = datetime.now(timezone.utc)
+        stamp = now.isoformat(timespec="milliseconds")
+        stale = (now - timedelta(seconds=lease_seconds)).isoformat(timespec="milliseconds")
+        with self._transaction() as connection:
+            rows = connection.execute(
+                "UPDATE jobs SET status = 'running', worker = ?, heartbeat_at = ?, updated_at = ? WHERE id = ("
+                "SELECT id FROM jobs WHERE status = 'queued' OR (status = 'running' AND (worker IS NULL "
+                "OR worker = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)) ORDER BY created_at, id LIMIT 1"
+                f"{self._dialect.skip_locked}) RETURNING *",
+                (worker, stamp, stamp, worker, stale),
+            ).fetchall()
+        return _job(rows[0]) if rows else None
+
+    def heartbeat_job(self, job_id: str, worker: str) -> bool:
+        """Record that `worker` still runs the job; False when the job is no longer its own."""
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND worker = ? AND status = 'running'",
+                (utc_now(), job_id, worker),
+            )
+            return cursor.rowcount == 1
+
+    def release_job(self, job_id: str, worker: str) -> None:
+        """Hand a running job back on shutdown, so that any replica resumes it at once."""
         with self._transaction() as connection:
             connection.execute(
-                "UPDATE jobs SET status = ?, total = ?, processed = ?, failed = ?, unchanged = ?, errors = ?, "
-                "updated_at = ?, started_at = ?, documents_per_second = ? WHERE id = ?",
-                (job.status, job.total, job.processed, job.failed, job.unchanged,
-                 json.dumps(job.errors[:MAX_JOB_ERRORS]), job.updated_at, job.started_at,
-                 job.documents_per_second, job.id),
+                "UPDATE jobs SET worker = NULL, heartbeat_at = NULL WHERE id = ? AND worker = ? AND status = 'running'",
+                (job_id, worker),
             )
 
+    def update_job(self, job: Job) -> bool:
+        """Write a job's progress; False (and nothing written) when another worker has claimed it since."""
+        job.updated_at = utc_now()
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE jobs SET status = ?, total = ?, processed = ?, failed = ?, unchanged = ?, errors = ?, "
+                "updated_at = ?, started_at = ?, documents_per_second = ? WHERE id = ? AND COALESCE(worker, '') = ?",
+                (job.status, job.total, job.processed, job.failed, job.unchanged,
+                 json.dumps(job.errors[:MAX_JOB_ERRORS]), job.updated_at, job.started_at,
+                 job.documents_per_second, job.id, job.worker or ""),
+            )
+            return cursor.rowcount == 1
 
 def _hash_key(key: str, salt: bytes) -> bytes:
     return hashlib.sha256(salt + key.encode("utf-8")).digest()
 
 
-def _document(row: sqlite3.Row) -> Document:
+def _document(row: Any) -> Document:
     values = dict(row)
     values["rowid"] = values.pop("id")
     values["metadata"] = json.loads(values["metadata"])
     return Document(**values)
 
 
-def _chunk(row: sqlite3.Row) -> ChunkRow:
+def _chunk(row: Any) -> ChunkRow:
     return ChunkRow(rowid=row["id"], document_id=row["document_id"], position=row["position"], title=row["title"],
                     text=row["text"], metadata=json.loads(row["metadata"]),
                     embedding=np.frombuffer(row["embedding"], dtype=np.float32))
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Any) -> Job:
     values = dict(row)
     values["errors"] = json.loads(values["errors"])
     values["items"] = json.loads(values["items"])

@@ -1,6 +1,9 @@
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,9 +36,17 @@ def index_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 # Runs a test or class on both index backends of new knowledge bases.
 BOTH_INDEX_BACKENDS = pytest.mark.parametrize("index_backend", ["local", "milvus-lite"], indirect=True)
 
+# A PostgreSQL database the catalog tests may create schemas in; `bash .ci/run` starts a server and sets it.
+TEST_DATABASE_URL = os.environ.get("DOMAINRAG_TEST_DATABASE_URL", "").strip()
+CATALOG_BACKENDS = ["sqlite", "postgresql"]
+# A test module runs on both catalogs with `pytestmark = BOTH_CATALOGS`; its tests then take `database_url`
+# (directly or through `client`) and get a fresh SQLite file or a fresh PostgreSQL schema each.
+BOTH_CATALOGS = pytest.mark.parametrize("catalog_backend", CATALOG_BACKENDS)
 
-def make_settings(data_dir: Path, **overrides) -> Settings:
-    return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, chunk_size=64, chunk_overlap=8, **overrides)
+
+def make_settings(data_dir: Path, database_url: str | None = None, **overrides) -> Settings:
+    return Settings(data_dir=data_dir, admin_key=ADMIN_KEY, chunk_size=64, chunk_overlap=8,
+                    database_url=database_url, **overrides)
 
 
 @pytest.fixture
@@ -44,13 +55,61 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def catalog_backend() -> str:
+    """SQLite unless the module parametrises it with BOTH_CATALOGS."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(catalog_backend: str) -> Iterator[str | None]:
+    """None for the default SQLite file under the data dir, or the URL of a fresh, empty PostgreSQL schema."""
+    if catalog_backend == "sqlite":
+        yield None
+        return
+    if not TEST_DATABASE_URL:
+        pytest.skip("PostgreSQL catalog tests need DOMAINRAG_TEST_DATABASE_URL=postgresql://...; "
+                    "`bash .ci/run` starts a throwaway server and sets it")
+    with postgresql_schema() as url:
+        yield url
+
+
+@contextmanager
+def postgresql_schema() -> Iterator[str]:
+    """Create a schema of its own in the test database; yield a URL whose search_path is it; drop it after."""
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in TEST_DATABASE_URL else "?"
+    try:
+        yield f"{TEST_DATABASE_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def stored_catalog_bytes(data_dir: Path, database_url: str | None) -> bytes:
+    """Everything the catalog stores about tenants and keys, as bytes, to check that a secret is not among them."""
+    if database_url is None:
+        # Recent writes sit in the write-ahead log until a checkpoint copies them into the file.
+        return b"".join(path.read_bytes() for path in data_dir.glob("catalog.sqlite3*"))
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        rows = [*connection.execute("SELECT * FROM api_keys").fetchall(),
+                *connection.execute("SELECT * FROM tenants").fetchall()]
+    return b"\n".join(value if isinstance(value, bytes) else str(value).encode() for row in rows for value in row)
+
+
+@pytest.fixture
 def generator() -> FakeGenerator:
     return FakeGenerator()
 
 
 @pytest.fixture
-def client(data_dir: Path, generator: FakeGenerator) -> Iterator[TestClient]:
-    app = create_app(make_settings(data_dir), embedder=FakeEmbedder(), generator=generator)
+def client(data_dir: Path, database_url: str | None, generator: FakeGenerator) -> Iterator[TestClient]:
+    app = create_app(make_settings(data_dir, database_url), embedder=FakeEmbedder(), generator=generator)
     with TestClient(app) as test_client:
         yield test_client
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.rag import RETRIEVERS
 from app.schemas import QueryRequest
-from tests.conftest import create_tenant, make_settings, upload_ndjson, wait_for_job
+from tests.conftest import BOTH_CATALOGS, create_tenant, make_settings, upload_ndjson, wait_for_job
 from tests.fakes import FakeEmbedder, FakeGenerator
 
 SECRET = "Quetzalcoatl-ledger-9046"
@@ -25,6 +25,8 @@ SECRET_DOCUMENTS = [
 ]
 B_DOCUMENTS = [{"id": "b-notes", "title": "Notes", "text": "Tenant B keeps notes about the ledger and the vault."}]
 MISSING = "no-such-knowledge-base"
+
+pytestmark = BOTH_CATALOGS
 
 
 def retriever_sets() -> list[list[str]]:
@@ -38,9 +40,9 @@ def query_modes() -> list[str | None]:
 
 
 @pytest.fixture
-def client(data_dir) -> Iterator[TestClient]:
+def client(data_dir, database_url) -> Iterator[TestClient]:
     # The rate limit is off because B sends a few hundred requests in a burst.
-    settings = make_settings(data_dir, rate_limit_per_second=0)
+    settings = make_settings(data_dir, database_url, rate_limit_per_second=0)
     with TestClient(create_app(settings, embedder=FakeEmbedder(), generator=FakeGenerator())) as test_client:
         yield test_client
 

@@ -5,19 +5,22 @@ import shutil
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import MEDICAL_DOCUMENTS, create_tenant, make_settings, upload_ndjson
+from tests.conftest import BOTH_CATALOGS, MEDICAL_DOCUMENTS, create_tenant, make_settings, upload_ndjson
 from storage.catalog import Catalog
 from storage.knowledge_base import IndexRegistry
 from tests.fakes import FakeEmbedder, FakeGenerator
 
+# The indices are local files either way; on PostgreSQL they catch up from its chunk_log after a restart.
+pytestmark = BOTH_CATALOGS
 
-def start(data_dir, embedder=None) -> TestClient:
-    return TestClient(create_app(make_settings(data_dir), embedder=embedder or FakeEmbedder(),
+
+def start(data_dir, database_url, embedder=None) -> TestClient:
+    return TestClient(create_app(make_settings(data_dir, database_url), embedder=embedder or FakeEmbedder(),
                                  generator=FakeGenerator()))
 
 
-def ingest(data_dir) -> dict:
-    with start(data_dir) as client:
+def ingest(data_dir, database_url) -> dict:
+    with start(data_dir, database_url) as client:
         headers = create_tenant(client)
         client.post("/v1/knowledge-bases", json={"name": "medical"}, headers=headers)
         upload_ndjson(client, headers, "medical", MEDICAL_DOCUMENTS)
@@ -32,35 +35,35 @@ def search_ids(client: TestClient, headers: dict, query: str, retrievers: list[s
 
 
 class TestRestart:
-    def test_restart_serves_from_snapshot_without_embedding_documents(self, data_dir):
-        headers = ingest(data_dir)
+    def test_restart_serves_from_snapshot_without_embedding_documents(self, data_dir, database_url):
+        headers = ingest(data_dir, database_url)
         embedder = FakeEmbedder()
-        with start(data_dir, embedder) as client:
+        with start(data_dir, database_url, embedder) as client:
             assert search_ids(client, headers, "statins cholesterol", ["bm25"])[0] == "statins"
             assert search_ids(client, headers, "statins cholesterol", ["dense"])[0] == "statins"
         # One call embedded the dense query; none re-embedded a document.
         assert embedder.calls == 1
 
-    def test_missing_snapshot_is_rebuilt_from_catalog(self, data_dir):
-        headers = ingest(data_dir)
+    def test_missing_snapshot_is_rebuilt_from_catalog(self, data_dir, database_url):
+        headers = ingest(data_dir, database_url)
         for index_dir in (data_dir / "kb").glob("*/index"):
             shutil.rmtree(index_dir)
         embedder = FakeEmbedder()
-        with start(data_dir, embedder) as client:
+        with start(data_dir, database_url, embedder) as client:
             assert search_ids(client, headers, "insulin glucose", ["bm25", "dense"])[0] == "insulin"
         assert embedder.calls == 1
 
-    def test_corrupt_snapshot_is_rebuilt_from_catalog(self, data_dir):
-        headers = ingest(data_dir)
+    def test_corrupt_snapshot_is_rebuilt_from_catalog(self, data_dir, database_url):
+        headers = ingest(data_dir, database_url)
         for snapshot in (data_dir / "kb").glob("*/index/*.faiss"):
             snapshot.write_bytes(b"not a faiss index")
-        with start(data_dir) as client:
+        with start(data_dir, database_url) as client:
             assert search_ids(client, headers, "aspirin infarction", ["dense"])[0] == "aspirin"
 
-    def test_changes_after_snapshot_are_replayed(self, data_dir):
-        headers = ingest(data_dir)
+    def test_changes_after_snapshot_are_replayed(self, data_dir, database_url):
+        headers = ingest(data_dir, database_url)
         # The process dies after the catalog committed a delete but before any index saw it.
-        catalog = Catalog(data_dir / "catalog.sqlite3")
+        catalog = Catalog(make_settings(data_dir, database_url).catalog_location)
         knowledge_base = catalog.all_knowledge_bases()[0]
         removed = catalog.delete_document(knowledge_base_id=knowledge_base.id, document_id="aspirin")
         assert removed
@@ -75,11 +78,11 @@ class TestRestart:
                                 top_k=10)
             assert not set(removed) & {hit.rowid for hit in hits}
 
-    def test_one_missing_snapshot_rebuilds_only_that_retriever(self, data_dir, caplog):
-        ingest(data_dir)
+    def test_one_missing_snapshot_rebuilds_only_that_retriever(self, data_dir, database_url, caplog):
+        ingest(data_dir, database_url)
         for snapshot in (data_dir / "kb").glob("*/index/bm25.npz"):
             snapshot.unlink()
-        catalog = Catalog(data_dir / "catalog.sqlite3")
+        catalog = Catalog(make_settings(data_dir, database_url).catalog_location)
         knowledge_base = catalog.all_knowledge_bases()[0]
         registry = IndexRegistry(catalog=catalog, root=data_dir / "kb", dimension=FakeEmbedder.dimension,
                                  embedder_name=FakeEmbedder.name)

@@ -1,6 +1,5 @@
 import logging
 import time
-import sqlite3
 
 from fastapi import APIRouter, Response
 
@@ -10,7 +9,7 @@ from app.schemas import (KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePu
                          MigrationRequest)
 from app.services import Services
 from ingestion.chunking import ChunkingError, validate_chunking
-from storage.catalog import KnowledgeBase
+from storage.catalog import INTEGRITY_ERRORS, KnowledgeBase
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge bases"])
@@ -41,7 +40,7 @@ def create_knowledge_base(body: KnowledgeBaseCreate, services: ServicesDep, tena
                                                                 chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                                                                 generator=body.generator,
                                                                 backend=body.backend or services.settings.default_backend)
-    except sqlite3.IntegrityError as error:
+    except INTEGRITY_ERRORS as error:
         raise Conflict(f"knowledge base {body.name!r} already exists; choose another name or delete it first") from error
     logger.info("knowledge base created", extra={"tenant": tenant.id, "knowledge_base": knowledge_base.id})
     return to_public(services, knowledge_base)

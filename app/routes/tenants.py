@@ -1,5 +1,4 @@
 import logging
-import sqlite3
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
@@ -7,6 +6,7 @@ from pydantic import BaseModel
 from app.deps import ServicesDep, require_admin
 from app.errors import Conflict
 from app.schemas import TenantCreate, TenantCreated
+from storage.catalog import INTEGRITY_ERRORS
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"], dependencies=[Depends(require_admin)])
@@ -28,7 +28,7 @@ def create_tenant(body: TenantCreate, services: ServicesDep) -> TenantCreated:
     """Create a tenant and its first API key (admin key required; the key is shown only here)."""
     try:
         tenant, key = services.catalog.create_tenant(name=body.name, role=body.role)
-    except sqlite3.IntegrityError as error:
+    except INTEGRITY_ERRORS as error:
         raise Conflict(f"tenant {body.name!r} already exists; choose another name") from error
     logger.info("tenant created", extra={"tenant": tenant.id})
     return TenantCreated(id=tenant.id, name=tenant.name, api_key=key)
