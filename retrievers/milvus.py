@@ -167,6 +167,7 @@ class MilvusCollection:
             rows = [self._row(chunk) for chunk in chunks[start:start + BATCH_ROWS]]
             self._retry("upsert", lambda rows=rows: self._upsert(rows))
         if chunks:
+            self._flush_if_lite()
             self._count = self._stored_count()
             self._fit_index_to_size()
 
@@ -175,6 +176,7 @@ class MilvusCollection:
             batch = [int(rowid) for rowid in rowids[start:start + BATCH_ROWS]]
             self._retry("delete", lambda batch=batch: self.store.client.delete(self.name, ids=batch))
         if rowids:
+            self._flush_if_lite()
             self._count = self._stored_count()
 
     # Searches
@@ -239,11 +241,20 @@ class MilvusCollection:
                 time.sleep(delay)
                 delay *= 2
 
+    def _flush_if_lite(self) -> None:
+        # milvus-lite scans unflushed rows in Python on every search, about ten times slower than its flushed,
+        # indexed segments (3,000 chunks: 2.8 s against 0.3 s per dense search on a loaded 2-core machine). A
+        # server flushes on its own schedule, and flushing there after every write would make tiny segments.
+        if self.store.is_lite:
+            self._retry("flush", lambda: self.store.client.flush(self.name))
+
     def _upsert(self, rows: list[dict]) -> None:
         self.store.client.upsert(self.name, rows)
 
     def _stored_count(self) -> int:
-        result = self.store.client.query(self.name, filter=self.filter, output_fields=["count(*)"])
+        # Unfiltered: the collection holds this knowledge base only, and milvus-lite evaluates a filter in Python
+        # (3,000 chunks: 3.4 s with the tenant filter, 0.07 s without).
+        result = self.store.client.query(self.name, filter="", output_fields=["count(*)"])
         return int(result[0]["count(*)"]) if result else 0
 
     def _create(self, *, index_type: str) -> None:
