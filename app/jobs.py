@@ -68,6 +68,7 @@ class JobRunner:
         self._current: str | None = None  # the job this worker runs now
         self._lease_lost = threading.Event()
         self._idle = threading.Event()
+        self._catalog_failing = False
         self._parser = IsolatedParser(services.settings.parse_timeout_s)
 
     def start(self) -> None:
@@ -97,17 +98,12 @@ class JobRunner:
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
-        settings = self.services.settings
         while not self._stopping.is_set():
             self._wake.clear()
-            try:
-                job = self.services.catalog.claim_job(worker=self.worker, lease_seconds=settings.job_lease_s)
-            except Exception:
-                logger.exception("could not claim a job from the catalog; retrying")
-                job = None
+            job = self._claim()
             if job is None:
                 self._idle.set()
-                self._wake.wait(settings.job_poll_interval_s)
+                self._wake.wait(self.services.settings.job_poll_interval_s)
                 continue
             self._current = job.id
             self._lease_lost.clear()
@@ -123,6 +119,23 @@ class JobRunner:
                 self._current = None
                 if self._stopping.is_set():
                     self._release(job.id)
+
+    def _claim(self) -> Job | None:
+        """Claim the next job from the catalog, or return None when there is none or the catalog failed."""
+        try:
+            job = self.services.catalog.claim_job(worker=self.worker,
+                                                  lease_seconds=self.services.settings.job_lease_s)
+        except Exception:
+            # Logged once per outage, not at every poll. The worker tries again at the poll interval.
+            if not self._catalog_failing:
+                logger.exception("claiming a job from the catalog failed; retrying until it succeeds",
+                                 extra={"replica": self.worker})
+            self._catalog_failing = True
+            return None
+        if self._catalog_failing:
+            logger.info("claiming jobs from the catalog works again", extra={"replica": self.worker})
+            self._catalog_failing = False
+        return job
 
     def _release(self, job_id: str) -> None:
         try:

@@ -400,7 +400,7 @@ class Catalog:
         self.path: Path | None = getattr(self._dialect, "path", None)
         self._local = threading.local()
         self._generation = 0
-        self._open: list[Any] = []
+        self._open: list[tuple[threading.Thread, Any]] = []  # each connection with the thread that uses it
         self._open_lock = threading.Lock()
         self._write_lock = threading.Lock() if self._dialect.serialise_writers else nullcontext()
         self._migrate()
@@ -435,7 +435,12 @@ class Catalog:
             connection = self._dialect.connect()
             self._local.connection, self._local.generation = connection, self._generation
             with self._open_lock:
-                self._open.append(connection)
+                # Server thread pools retire idle threads, so close the connections of threads that have
+                # exited rather than keep one per thread ever started (PostgreSQL limits connections).
+                finished = [entry for entry in self._open if not entry[0].is_alive()]
+                self._open = [entry for entry in self._open if entry[0].is_alive()]
+                self._open.append((threading.current_thread(), connection))
+            _close_all(connection for _, connection in finished)
         return connection
 
     def close(self) -> None:
@@ -443,11 +448,7 @@ class Catalog:
         with self._open_lock:
             connections, self._open = self._open, []
             self._generation += 1
-        for connection in connections:
-            try:
-                connection.close()
-            except Exception:  # already broken; nothing to release
-                pass
+        _close_all(connection for _, connection in connections)
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -867,6 +868,14 @@ class Catalog:
                  job.documents_per_second, job.id, job.worker or ""),
             )
             return cursor.rowcount == 1
+
+def _close_all(connections: Iterator[Any]) -> None:
+    for connection in connections:
+        try:
+            connection.close()
+        except Exception:  # already broken, so there is nothing to release
+            pass
+
 
 def _hash_key(key: str, salt: bytes) -> bytes:
     return hashlib.sha256(salt + key.encode("utf-8")).digest()
