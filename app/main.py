@@ -18,7 +18,7 @@ from app.settings import Settings, get_settings
 from generation.base import Generator
 from generation.registry import GeneratorPool
 from retrievers.batching import QueryEmbeddingBatcher
-from retrievers.embedders import Embedder, load_embedder
+from retrievers.embedders import Embedder, load_embedder, set_torch_threads_of_current_thread
 from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
 from storage.knowledge_base import IndexRegistry
@@ -51,8 +51,10 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     # Connects on first use, so a service whose knowledge bases are all local never starts milvus-lite.
     indices.milvus = MilvusStore(settings.milvus_location,
                                  settings.milvus_token.get_secret_value() if settings.milvus_token else None)
-    query_embedder = QueryEmbeddingBatcher(embedder, max_batch_size=settings.query_batch_size,
-                                           max_wait_s=settings.query_batch_wait_ms / 1000)
+    query_threads = settings.query_torch_threads
+    query_embedder = QueryEmbeddingBatcher(
+        embedder, max_batch_size=settings.query_batch_size, max_wait_s=settings.query_batch_wait_ms / 1000,
+        worker_setup=(lambda: set_torch_threads_of_current_thread(query_threads)) if query_threads else None)
     cross_encoder = None
     if settings.cross_encoder is not None:
         cross_encoder = LazyModel("cross-encoder", lambda: CrossEncoderReranker(settings.cross_encoder))

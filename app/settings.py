@@ -93,8 +93,14 @@ class Settings(BaseSettings):
         "are queued; a query that arrives alone is embedded at once."
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads for the embedder and local generators; unset uses the "
-        "core count. Query embeddings run in one batching thread, so its threads do not multiply with requests."
+        None, ge=1, description="torch intra-op threads for ingestion embedding and local generators; unset uses "
+        "the core count."
+    )
+    query_torch_threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads of the thread that embeds the queries of searches (when "
+        "DOMAINRAG_QUERY_BATCH_SIZE is above 1); unset uses DOMAINRAG_TORCH_THREADS. One by default, so that a forward pass leaves the other cores to the rest "
+        "of the searches: OpenMP threads that share cores with busy request threads (or other processes) spend "
+        "much of their time waiting for each other."
     )
     dense_approximate_threshold: int = Field(
         100_000, ge=1, description="Chunks in a knowledge base above which dense search switches from an exact "

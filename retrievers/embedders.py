@@ -2,6 +2,7 @@
 
 import importlib.util
 import logging
+import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -71,6 +72,22 @@ class SentenceTransformerEmbedder:
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [(int(start), int(end)) for start, end in encoding["offset_mapping"]]
+
+
+def set_torch_threads_of_current_thread(threads: int) -> None:
+    """Set torch's intra-op thread count for the calling thread only.
+
+    torch.set_num_threads sets the OpenMP thread count of the calling thread, and also the count that each other
+    thread adopts at its first parallel operation. A helper thread sets the latter back, so threads that have not
+    run torch yet keep the process-wide count (checked with torch 2.13's OpenMP build).
+    """
+    import torch
+
+    process_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    restorer = threading.Thread(target=torch.set_num_threads, args=(process_threads,), name="torch-threads")
+    restorer.start()
+    restorer.join()
 
 
 def load_embedder(name: str, *, batch_size: int = 64) -> Embedder:

@@ -168,8 +168,9 @@ class KnowledgeBaseIndex:
     def apply_changes(self) -> None:
         """Bring the indices up to the catalog after a write; snapshot when enough changes have piled up.
 
-        When the dense index has crossed its size threshold, this call also rebuilds it, which can take a
-        minute at a million chunks. Searches and other writes go on meanwhile; only this caller waits.
+        When the dense index has crossed its size threshold, this call also rebuilds it, which takes about a
+        minute at a million chunks on two cores. Searches and other writes go on meanwhile, and only this caller
+        waits.
         """
         with self._lock.write():
             self._catch_up()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from retrievers.batching import EmbedderClosed, QueryEmbeddingBatcher
+from retrievers.embedders import set_torch_threads_of_current_thread
 from tests.fakes import FakeEmbedder
 
 
@@ -210,3 +211,52 @@ class TestQueryEmbeddingBatcher:
             QueryEmbeddingBatcher(FakeEmbedder(), max_batch_size=0)
         with pytest.raises(ValueError, match="max_wait_s must not be negative, got -1"):
             QueryEmbeddingBatcher(FakeEmbedder(), max_wait_s=-1)
+
+
+class TestWorkerSetup:
+    def test_setup_runs_in_worker_first(self):
+        calls = []
+        embedder = RecordingEmbedder()
+        batcher = QueryEmbeddingBatcher(embedder, max_batch_size=4,
+                                        worker_setup=lambda: calls.append(threading.current_thread().name))
+        # The constructor returns only after the set-up ran, so the caller may rely on its effects.
+        assert calls == ["query-embedder"]
+        batcher.embed_query("after set-up")
+        batcher.close()
+        assert embedder.batches == [["after set-up"]]
+
+    def test_failed_setup_still_embeds(self, caplog):
+        def fail() -> None:
+            raise RuntimeError("no such setting")
+
+        with caplog.at_level("ERROR", logger="retrievers.batching"):
+            batcher = QueryEmbeddingBatcher(FakeEmbedder(), max_batch_size=4, worker_setup=fail)
+        assert [record.message for record in caplog.records] == [
+            "query embedder set-up failed; embedding with default settings"]
+        np.testing.assert_array_equal(batcher.embed_query("still works"), FakeEmbedder().embed(["still works"])[0])
+        batcher.close()
+
+
+class TestTorchThreadsOfCurrentThread:
+    def test_only_calling_thread_changes(self):
+        torch = pytest.importorskip("torch")
+        process_threads = torch.get_num_threads()
+        seen = {}
+
+        # One more than the process uses, so that the check tells the two counts apart on any machine.
+        wanted = process_threads + 1
+
+        def limited() -> None:
+            set_torch_threads_of_current_thread(wanted)
+            seen["limited"] = torch.get_num_threads()
+
+        def other() -> None:
+            seen["other"] = torch.get_num_threads()
+
+        for target in (limited, other):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+        assert seen["limited"] == wanted
+        assert seen["other"] == process_threads
+        assert torch.get_num_threads() == process_threads
