@@ -15,13 +15,13 @@ from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.routes import aliases, documents, graph, health, jobs, keys, knowledge_bases, search, tenants
 from app.services import LazyModel, Services
 from app.settings import Settings, get_settings
-from generation.base import Generator
+from generation.base import Generator, GeneratorLoadError
 from generation.registry import GeneratorPool
 from retrievers.batching import QueryEmbeddingBatcher
 from retrievers.embedders import Embedder, load_embedder, set_torch_threads_of_current_thread
 from retrievers.rerank import CrossEncoderReranker
 from storage.catalog import Catalog
-from storage.knowledge_base import IndexRegistry
+from storage.knowledge_base import GraphGeneratorResolver, IndexRegistry
 from retrievers.milvus import MilvusStore
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,29 @@ logger = logging.getLogger(__name__)
 # The service loads only local model files; this keeps transformers and sentence-transformers off the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def capable_generator_resolver(catalog: Catalog, generators: GeneratorPool) -> GraphGeneratorResolver:
+    """Map a knowledge base id to its backbone when that backbone is marked capable, else to None.
+
+    A capable backbone that fails to load leaves the graph on rule-based extraction and extractive summaries.
+    """
+    def resolve(knowledge_base_id: str) -> Generator | None:
+        knowledge_base = catalog.get_knowledge_base(knowledge_base_id)
+        if knowledge_base is None:
+            return None
+        name = knowledge_base.generator or generators.default
+        spec = generators.specs.get(name)
+        if spec is None or not spec.capable:
+            return None
+        try:
+            return generators.get(name)
+        except GeneratorLoadError as error:
+            logger.warning("capable backbone failed to load; the graph uses rule-based extraction",
+                           extra={"backbone": name, "error": str(error)})
+            return None
+
+    return resolve
 
 
 def build_services(settings: Settings, *, embedder: Embedder | None = None,
@@ -47,7 +70,8 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     generator_slot = LazyModel("generator", generators.get)
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
                             embedder_name=embedder.name,
-                            dense_approximate_threshold=settings.dense_approximate_threshold)
+                            dense_approximate_threshold=settings.dense_approximate_threshold,
+                            embedder=embedder, graph_generator=capable_generator_resolver(catalog, generators))
     # Connects on first use, so a service whose knowledge bases are all local never starts milvus-lite.
     indices.milvus = MilvusStore(settings.milvus_location,
                                  settings.milvus_token.get_secret_value() if settings.milvus_token else None)

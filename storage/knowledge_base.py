@@ -6,13 +6,16 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from generation.base import Generator
 from retrievers.base import Hit, IndexedChunk, Retriever
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DEFAULT_APPROXIMATE_THRESHOLD, DenseRetriever
+from retrievers.embedders import Embedder
 from retrievers.graph import GraphRetriever
 from retrievers.graph.communities import Community, CommunityHit
 from retrievers.graph.retriever import EntityInfo
@@ -27,6 +30,11 @@ MANIFEST = "manifest.json"
 RETRIEVER_NAMES = ("bm25", "dense", "graph")
 # Snapshot after this many logged changes, so that a restart replays at most this many from the catalog.
 SNAPSHOT_EVERY_CHANGES = 20_000
+
+# Maps a knowledge base id to the generator its graph extracts entities and writes summaries with. That is the
+# knowledge base's backbone when the backbone is marked capable, else None for rule-based extraction and extractive
+# summaries.
+GraphGeneratorResolver = Callable[[str], Generator | None]
 
 
 def indexed_text(chunk: ChunkRow) -> str:
@@ -47,8 +55,11 @@ class KnowledgeBaseIndex:
 
     def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
                  embedder_name: str, analyzer: Analyzer,
-                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD) -> None:
+                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD, embedder: Embedder | None = None,
+                 graph_generator: GraphGeneratorResolver | None = None) -> None:
         self.knowledge_base_id = knowledge_base_id
+        self.embedder = embedder  # embeds entity names for the graph's query linking; None leaves that off
+        self.graph_generator = graph_generator
         self.directory = directory
         self.catalog = catalog
         self.dimension = dimension
@@ -71,7 +82,10 @@ class KnowledgeBaseIndex:
         if name == "dense":
             return DenseRetriever(self.dimension, approximate_threshold=self.dense_approximate_threshold,
                                   rebuild_inline=False)
-        return GraphRetriever()
+        graph = GraphRetriever(embedder=self.embedder)
+        if self.graph_generator is not None:
+            graph.use_generator(self.graph_generator(self.knowledge_base_id))
+        return graph
 
     def _reset(self) -> None:
         self.retrievers = {name: self._new_retriever(name) for name in RETRIEVER_NAMES}
@@ -96,6 +110,7 @@ class KnowledgeBaseIndex:
             dense = self._local_dense()
             if dense is not None:
                 dense.rebuild_if_needed()
+        self._sync_entity_names()
         logger.info("index opened", extra={"knowledge_base": self.knowledge_base_id, "chunks": len(self),
                                            "rebuilt": stale, "replayed_changes": replayed,
                                            "ms": round(1000 * (time.perf_counter() - started), 1)})
@@ -172,10 +187,15 @@ class KnowledgeBaseIndex:
         minute at a million chunks on two cores. Searches and other writes go on meanwhile, and only this caller
         waits.
         """
-        with self._lock.write():
-            self._catch_up()
-            if self._unsaved_changes >= SNAPSHOT_EVERY_CHANGES:
-                self._save()
+        self._prepare_graph()
+        try:
+            with self._lock.write():
+                self._catch_up()
+                if self._unsaved_changes >= SNAPSHOT_EVERY_CHANGES:
+                    self._save()
+        finally:
+            self.graph.discard_prepared()
+        self._sync_entity_names()
         self._rebuild_dense()
 
     def _local_dense(self) -> DenseRetriever | None:
@@ -215,6 +235,33 @@ class KnowledgeBaseIndex:
                     dense.cancel_rebuild(rebuild)
         finally:
             self._rebuild_lock.release()
+
+    def _prepare_graph(self) -> None:
+        """Pick up the knowledge base's current backbone and, when it is capable, have it extract the new chunks'
+        entities before the write lock is taken, so searches do not wait for the generator."""
+        if self.graph_generator is None:
+            return
+        generator = self.graph_generator(self.knowledge_base_id)
+        self.graph.use_generator(generator)
+        if generator is None:
+            return
+        added = {rowid for _, rowid, operation in self.catalog.changes_since(self.knowledge_base_id, self.sequence)
+                 if operation == "add"}
+        rows = self.catalog.get_chunks(sorted(added))
+        self.graph.prepare([IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding)
+                            for row in rows])
+
+    def _sync_entity_names(self) -> None:
+        """Embed the names of new graph entities outside the write lock; only the comparison takes a read lock."""
+        try:
+            embedded = self.graph.sync_names(self._lock.read)
+        except Exception as error:  # exact and partial name matching still link the query without the vectors
+            logger.warning("embedding graph entity names failed", extra={"knowledge_base": self.knowledge_base_id,
+                                                                         "error": str(error)})
+            return
+        if embedded:
+            logger.info("graph entity names embedded", extra={"knowledge_base": self.knowledge_base_id,
+                                                              "names": embedded})
 
     def save(self) -> None:
         with self._lock.write():
@@ -295,17 +342,25 @@ class KnowledgeBaseIndex:
             return self.graph.communities(), self.graph.computing_communities
 
     def global_search(self, query: str, top_k: int) -> tuple[list[CommunityHit], bool]:
-        """Return the community summaries that best match a broad question, and whether a partition is running."""
+        """Return the community summaries that best match a broad question, and whether a partition is running.
+
+        A capable backbone rewrites the summaries after the read lock is released, because each is a generator call.
+        """
         with self._lock.read():
-            return self.graph.global_search(query, top_k), self.graph.computing_communities
+            graph = self.graph
+            hits, computing = graph.global_search(query, top_k), graph.computing_communities
+        return graph.write_summaries(hits), computing
 
 
 class IndexRegistry:
     """Opens each knowledge base's indices once per process and hands out the shared instance."""
 
     def __init__(self, *, catalog: Catalog, root: Path, dimension: int, embedder_name: str,
-                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD) -> None:
+                 dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD, embedder: Embedder | None = None,
+                 graph_generator: GraphGeneratorResolver | None = None) -> None:
         self.catalog = catalog
+        self.embedder = embedder
+        self.graph_generator = graph_generator
         self.root = root
         self.dimension = dimension
         self.embedder_name = embedder_name
@@ -355,7 +410,8 @@ class IndexRegistry:
                                            directory=self.directory(knowledge_base_id), catalog=self.catalog,
                                            dimension=self.dimension, embedder_name=self.embedder_name,
                                            analyzer=self.analyzer,
-                                           dense_approximate_threshold=self.dense_approximate_threshold)
+                                           dense_approximate_threshold=self.dense_approximate_threshold,
+                                           embedder=self.embedder, graph_generator=self.graph_generator)
                 self._attach_backend(index)
                 index.open()
                 with self._lock:

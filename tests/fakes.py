@@ -67,3 +67,26 @@ class FakeGenerator:
         match = re.search(r"\[1\][^\n]*\n\"\"\"\n(.+?)(?:\.|\n)", body)
         first = match.group(1).strip() if match else "no context"
         return f"{first} [1]."
+
+
+class ScriptedGenerator(FakeGenerator):
+    """Returns the next scripted reply on each call, or raises it when the reply is an exception.
+
+    Once the script runs out, it repeats the last reply. Used to test extraction and summaries by a capable
+    backbone: valid JSON, invalid JSON and a failing backbone.
+    """
+
+    name = "scripted-generator"
+
+    def __init__(self, replies: list["str | Exception"]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+        self.calls = 0
+
+    def generate(self, messages: list[Message], *, max_new_tokens: int) -> str:
+        self.prompts.append(messages)
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        if isinstance(reply, Exception):
+            raise reply
+        return reply

@@ -1,14 +1,25 @@
 """The graph retriever: normalisation, extraction, incremental updates, persistence, local and global search."""
 
+import json
+
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from app.main import create_app
+from generation.base import GenerationError
+from generation.registry import BackboneSpec
 from retrievers.base import IndexedChunk
-from retrievers.graph import GraphRetriever
+from retrievers.graph import GraphRetriever, store as store_module
+from retrievers.graph.communities import CommunityIndex
 from retrievers.graph.extraction import EntityExtractor
+from retrievers.graph.linking import VECTORS_FILE, EntityNameIndex
+from retrievers.graph.llm_extraction import LLMExtractor, parse_extraction
+from retrievers.graph.local_search import WalkMatrix
 from retrievers.graph.normalisation import normalise_entity
 from retrievers.graph.store import SNAPSHOT_FILE, GraphStore
-from tests.conftest import create_tenant, upload_ndjson
+from tests.conftest import create_tenant, make_settings, upload_ndjson
+from tests.fakes import FakeEmbedder, ScriptedGenerator
 
 
 def chunk(rowid: int, text: str) -> IndexedChunk:
@@ -219,6 +230,15 @@ class TestGraphApi:
         assert [hit["document_id"] for hit in response.json()["hits"]] == ["film", "director"]
         assert response.json()["hits"][0]["ranks"] == {"graph": 1}
 
+    def test_search_links_a_variant_name(self, client, tenant):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        upload_ndjson(client, tenant, "films", GRAPH_DOCUMENTS)
+        response = client.post("/v1/knowledge-bases/films/search",
+                               json={"query": "Where is the director of Hotels By The Hours from?",
+                                     "retrievers": ["graph"], "top_k": 2}, headers=tenant)
+        assert response.status_code == 200, response.text
+        assert [hit["document_id"] for hit in response.json()["hits"]] == ["film", "director"]
+
     def test_unknown_retriever_lists_graph(self, client, tenant):
         client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
         response = client.post("/v1/knowledge-bases/films/search", json={"query": "x", "retrievers": ["sparse"]},
@@ -282,3 +302,290 @@ class TestGraphApi:
         response = client.post("/v1/knowledge-bases/people/query", json={"query": "x", "mode": "everything"},
                                headers=tenant)
         assert response.status_code == 422
+
+
+class TestNameLinking:
+    """Query phrases with no exact match link to entities whose names embed close to them."""
+
+    def retriever(self) -> GraphRetriever:
+        retriever = GraphRetriever(embedder=FakeEmbedder())
+        retriever.add(FILM_CHUNKS)
+        retriever.sync_names()
+        return retriever
+
+    def test_variant_name_links_by_embedding(self):
+        # "Hotels By The Hours" normalises to "hotels by the hour", which is no key, and no entity name contains
+        # the word "hotels". The fake embedder stems both names to the same terms.
+        query = "Who directed Hotels By The Hours?"
+        unlinked = GraphRetriever()
+        unlinked.add(FILM_CHUNKS)
+        assert unlinked.search(query, None, 5) == []
+        hits = self.retriever().search(query, None, 5)
+        assert [hit.rowid for hit in hits[:2]] == [1, 2]
+
+    def test_dissimilar_phrase_does_not_link(self):
+        assert self.retriever().search("Which studio made Blue Comet?", None, 5) == []
+
+    def test_threshold_is_respected(self):
+        retriever = GraphRetriever(embedder=FakeEmbedder(), link_similarity=1.01)
+        retriever.add(FILM_CHUNKS)
+        retriever.sync_names()
+        assert retriever.search("Who directed Hotels By The Hours?", None, 5) == []
+
+    def test_query_without_mentions_is_embedded_whole(self):
+        retriever = GraphRetriever(embedder=FakeEmbedder())
+        retriever.add([chunk(1, "Velvet Harbour released Tidal Notes."), chunk(2, "Nothing else here.")])
+        retriever.sync_names()
+        assert [hit.rowid for hit in retriever.search("velvet harbours", None, 5)] == [1]
+
+    def test_names_are_embedded_in_one_batch_and_incrementally(self):
+        embedder = FakeEmbedder()
+        retriever = GraphRetriever(embedder=embedder)
+        retriever.add(FILM_CHUNKS)
+        entities = retriever.store.entity_count
+        assert retriever.sync_names() == entities
+        assert embedder.calls == 1
+        assert retriever.sync_names() == 0
+        retriever.add([chunk(9, "Emil Ortwin Krause also directed Night Ferry.")])
+        added = retriever.store.entity_count - entities  # "Night Ferry" and the phrase "also directed"
+        assert added == 2
+        assert retriever.sync_names() == added
+        assert embedder.calls == 2
+        assert len(retriever.names) == entities + added
+        retriever.delete([9, 5])
+        retriever.sync_names()
+        assert len(retriever.names) == retriever.store.entity_count
+
+    def test_removed_rows_are_reused(self):
+        index = EntityNameIndex(2, "test")
+        index.add([1, 2], ["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+        index.remove([1])
+        index.add([3], ["c"], np.array([[0.6, 0.8]], dtype=np.float32))
+        assert len(index._keys) == 2
+        assert index.nearest(np.array([[1.0, 0.0]], dtype=np.float32), threshold=0.5, limit=3) == [[(3, 0.6000000238418579)]]
+
+    def test_vectors_persist_so_a_restart_embeds_nothing(self, tmp_path):
+        retriever = self.retriever()
+        retriever.save(tmp_path)
+        assert (tmp_path / VECTORS_FILE).exists()
+        embedder = FakeEmbedder()
+        loaded = GraphRetriever(embedder=embedder)
+        loaded.load(tmp_path)
+        assert loaded.sync_names() == 0
+        assert embedder.calls == 0
+        query = "Who directed Hotels By The Hours?"
+        assert [hit.rowid for hit in loaded.search(query, None, 2)] == [1, 2]
+
+    def test_vectors_of_another_embedder_are_embedded_again(self, tmp_path):
+        self.retriever().save(tmp_path)
+
+        class OtherEmbedder(FakeEmbedder):
+            name = "other-embedder"
+
+        loaded = GraphRetriever(embedder=OtherEmbedder())
+        loaded.load(tmp_path)
+        assert loaded.sync_names() == loaded.store.entity_count
+
+
+VALID_EXTRACTION = json.dumps({
+    "entities": [{"name": "Hotel By The Hour", "type": "film"}, {"name": "Emil Krause", "type": "person"},
+                 {"name": "Austria", "type": "country"}],
+    "relations": [{"source": "Hotel By The Hour", "target": "Emil Krause", "description": "directed by"}],
+})
+
+
+class TestLLMExtraction:
+    TEXT = "Hotel By The Hour is a 1946 film directed by Emil Krause, who was from Austria."
+
+    def test_valid_answer_builds_entities_and_relations(self):
+        generator = ScriptedGenerator([VALID_EXTRACTION])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.add([chunk(1, self.TEXT)])
+        store = retriever.store
+        assert sorted(store.entity_ids) == ["austria", "emil krause", "hotel by the hour"]
+        film, krause = store.entity_ids["hotel by the hour"], store.entity_ids["emil krause"]
+        assert store.graph[film][krause]["weight"] == 1
+        assert store.graph.degree(store.entity_ids["austria"]) == 0
+        assert store.chunks[1].linking_sentences == [("Hotel By The Hour directed by Emil Krause",
+                                                      sorted([film, krause]))]
+        assert generator.calls == 1
+        assert self.TEXT in generator.prompts[0][-1]["content"]
+
+    def test_invalid_answer_is_retried_once(self):
+        generator = ScriptedGenerator(["not json at all", "```json\n" + VALID_EXTRACTION + "\n```"])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.add([chunk(1, self.TEXT)])
+        assert generator.calls == 2
+        assert "emil krause" in retriever.store.entity_ids
+        assert retriever.llm_extractor.failures == 0
+
+    def test_two_invalid_answers_fall_back_to_the_rules(self):
+        generator = ScriptedGenerator(['{"entities": [{"name": "X", "colour": "red"}]}', "{broken"])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.add([chunk(1, self.TEXT)])
+        rules = GraphRetriever()
+        rules.add([chunk(1, self.TEXT)])
+        assert generator.calls == 2
+        assert retriever.llm_extractor.failures == 1
+        assert retriever.store.entity_ids == rules.store.entity_ids
+
+    def test_backbone_error_falls_back_without_retry(self):
+        generator = ScriptedGenerator([GenerationError("server went away")])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.add([chunk(1, self.TEXT), chunk(2, "Mira Sollen was born in Norway.")])
+        assert generator.calls == 2  # once per chunk, no retry after a backbone error
+        assert {"emil krause", "mira sollen", "norway"} <= set(retriever.store.entity_ids)
+
+    def test_each_chunk_falls_back_on_its_own(self):
+        generator = ScriptedGenerator([VALID_EXTRACTION, "{}", "{}"])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.add([chunk(1, self.TEXT), chunk(2, "Mira Sollen was born in Norway.")])
+        assert "austria" in retriever.store.entity_ids  # chunk 1, by the model
+        assert "mira sollen" in retriever.store.entity_ids  # chunk 2, by the rules
+        assert retriever.llm_extractor.failures == 1
+
+    def test_prepared_extraction_is_used_by_add(self):
+        generator = ScriptedGenerator([VALID_EXTRACTION])
+        retriever = GraphRetriever()
+        retriever.use_generator(generator)
+        retriever.prepare([chunk(1, self.TEXT)])
+        retriever.use_generator(None)  # add must not ask again
+        retriever.add([chunk(1, self.TEXT)])
+        assert generator.calls == 1
+        assert "austria" in retriever.store.entity_ids
+
+    @pytest.mark.parametrize("answer", [
+        '{"entities": [{"name": "A"}], "relations": [{"source": "A", "target": "B"}]}',  # B is no entity
+        '{"entities": [{"name": "A"}], "extra": 1}',
+        '{"entities": [{"name": ""}]}',
+        '{"relations": []}',
+        '[]',
+    ])
+    def test_schema_is_strict(self, answer):
+        with pytest.raises(ValueError):
+            parse_extraction(answer)
+
+    def test_relation_ends_match_after_normalisation(self):
+        extraction = parse_extraction('{"entities": [{"name": "IL-10"}, {"name": "T cells"}], '
+                                      '"relations": [{"source": "IL 10", "target": "T-cell"}]}')
+        assert len(extraction.relations) == 1
+
+    def test_capable_backbone_extracts_through_the_api(self, data_dir):
+        generator = ScriptedGenerator([VALID_EXTRACTION])
+        settings = make_settings(data_dir, generator="capable",
+                                 backbones={"capable": BackboneSpec(kind="extractive", capable=True)})
+        with TestClient(create_app(settings, embedder=FakeEmbedder(), generator=generator)) as client:
+            headers = create_tenant(client)
+            client.post("/v1/knowledge-bases", json={"name": "films"}, headers=headers)
+            upload_ndjson(client, headers, "films", [{"id": "film", "text": self.TEXT}])
+            response = client.get("/v1/knowledge-bases/films/graph/entities", params={"q": "krause"},
+                                  headers=headers)
+        assert [entity["name"] for entity in response.json()["data"]] == ["Emil Krause"]
+        assert response.json()["data"][0]["neighbours"][0]["name"] == "Hotel By The Hour"
+        extraction_prompts = [prompt for prompt in generator.prompts if "knowledge graph" in prompt[0]["content"]]
+        assert len(extraction_prompts) == 1
+
+    def test_backbone_not_marked_capable_uses_the_rules(self, client, tenant, generator):
+        client.post("/v1/knowledge-bases", json={"name": "films"}, headers=tenant)
+        upload_ndjson(client, tenant, "films", GRAPH_DOCUMENTS)
+        assert generator.prompts == []
+
+
+PEOPLE_CHUNKS = [
+    chunk(1, "Anna Berg met Otto Lind in Oslo."), chunk(2, "Otto Lind and Anna Berg sailed from Oslo."),
+    chunk(3, "Karl Dahl studied with Eva Moen in Bergen."), chunk(4, "Eva Moen and Karl Dahl left Bergen."),
+]
+
+
+class TestLLMSummaries:
+    def test_capable_backbone_writes_the_summary(self):
+        generator = ScriptedGenerator(["Karl Dahl and Eva Moen studied together and left Bergen."])
+        retriever = GraphRetriever()
+        retriever.use_generator(None)
+        retriever.add(PEOPLE_CHUNKS)
+        retriever.community_index.writer = generator
+        hits = retriever.write_summaries(retriever.global_search("What happened around Bergen?", 1))
+        assert hits[0].community.summary == "Karl Dahl and Eva Moen studied together and left Bergen."
+        assert hits[0].community.summary_kind == "llm"
+        assert "Entities: " in generator.prompts[0][-1]["content"]
+        # The written summary is kept, listed, and not asked for again.
+        listed = {community.summary_kind for community in retriever.communities()}
+        assert listed == {"llm", "extractive"}
+        retriever.write_summaries(retriever.global_search("What happened around Bergen?", 1))
+        assert generator.calls == 1
+
+    @pytest.mark.parametrize("reply", [GenerationError("boom"), "   "])
+    def test_failure_keeps_the_extractive_summary(self, reply):
+        retriever = GraphRetriever()
+        retriever.add(PEOPLE_CHUNKS)
+        retriever.community_index.writer = ScriptedGenerator([reply])
+        hits = retriever.write_summaries(retriever.global_search("What happened around Bergen?", 1))
+        assert hits[0].community.summary_kind == "extractive"
+        assert hits[0].community.summary.startswith("Entities: ")
+
+    def test_extractive_is_the_default(self):
+        index = CommunityIndex()
+        assert index.writer is None
+        retriever = GraphRetriever()
+        retriever.add(PEOPLE_CHUNKS)
+        hits = retriever.write_summaries(retriever.global_search("Bergen", 2))
+        assert all(hit.community.summary_kind == "extractive" for hit in hits)
+
+
+class TestWalkMatrixUpdates:
+    def ranking(self, retriever: GraphRetriever, query: str) -> list[tuple[int, float]]:
+        return [(hit.rowid, round(hit.score, 9)) for hit in retriever.search(query, None, 10)]
+
+    def test_writes_update_the_matrix_in_place(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS[:3])
+        retriever.search("Hotel By The Hour", None, 3)
+        matrix = retriever._matrix
+        retriever.add([FILM_CHUNKS[3], chunk(9, "Emil Ortwin Krause also directed Night Ferry in Austria.")])
+        retriever.delete([3])
+        query = "Which country is the director of Hotel By The Hour from?"
+        updated = self.ranking(retriever, query)
+        assert retriever._matrix is matrix  # replayed the changes instead of building a new matrix
+
+        fresh = GraphRetriever()
+        fresh.add([FILM_CHUNKS[0], FILM_CHUNKS[1], FILM_CHUNKS[3],
+                   chunk(9, "Emil Ortwin Krause also directed Night Ferry in Austria.")])
+        assert updated == self.ranking(fresh, query)
+        assert 3 not in [rowid for rowid, _ in updated]
+
+    def test_overflowing_the_change_log_rebuilds(self, monkeypatch):
+        monkeypatch.setattr(store_module, "MAX_CHANGE_LOG", 5)
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS[:2])
+        retriever.search("Hotel By The Hour", None, 3)
+        matrix = retriever._matrix
+        retriever.add(FILM_CHUNKS[2:])
+        assert retriever.store.changes_since(matrix.log_position) is None
+        assert [hit.rowid for hit in retriever.search("Velvet Harbour", None, 1)] == [5]
+        assert retriever._matrix is not matrix
+
+    def test_log_is_trimmed_once_replayed(self):
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS)
+        assert retriever.store.change_log
+        retriever.search("Hotel By The Hour", None, 3)
+        assert retriever.store.change_log == []
+        assert retriever._matrix.log_position == retriever.store.log_end
+
+    def test_matrix_is_column_stochastic_after_deletes(self):
+        store = GraphStore()
+        retriever = GraphRetriever()
+        retriever.store = store
+        retriever.add(FILM_CHUNKS)
+        matrix = WalkMatrix.build(store)
+        retriever.delete([1, 2])
+        assert matrix.update(store)
+        sums = np.asarray(matrix.transition.sum(axis=0)).ravel()
+        degree = np.diff(matrix.adjacency.indptr)
+        assert np.allclose(sums[degree > 0], 1.0)
+        assert np.all(sums[degree == 0] == 0)

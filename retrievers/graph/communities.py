@@ -9,12 +9,13 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
+from generation.base import Generator
 from retrievers.base import IndexedChunk
 from retrievers.bm25 import BM25Retriever
 from retrievers.graph.store import GraphStore
@@ -34,6 +35,12 @@ SUMMARY_SENTENCES = 3
 # Louvain is randomised; a fixed seed makes the same graph give the same communities.
 LOUVAIN_SEED = 7
 COMMUNITIES_FILE = "graph_communities.json"
+SUMMARY_MAX_TOKENS = 160
+# Written summaries are kept for this many distinct extractive summaries, the most recently written last.
+MAX_WRITTEN_SUMMARIES = 2000
+SUMMARY_PROMPT = """You summarise one theme of a document collection. From the entities and sentences given, \
+write two or three plain sentences that say what connects these entities. Use only the facts given; do not \
+list every entity, and do not add anything else."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Community:
     entity_names: list[str]
     summary: str
     rowids: list[int]
+    summary_kind: str = "extractive"  # or "llm", when a capable generator rewrote the extractive summary
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,28 @@ def summarise(community_id: int, members: list[int], store: GraphStore) -> Commu
     return Community(id=community_id, entity_ids=live, entity_names=names, summary=summary, rowids=rowids)
 
 
+def write_summary(generator: Generator, community: Community) -> Community:
+    """Have a generator rewrite a community's extractive summary as prose; the extractive one when that fails."""
+    messages = [{"role": "system", "content": SUMMARY_PROMPT},
+                {"role": "user", "content": community.summary}]
+    try:
+        text = generator.generate(messages, max_new_tokens=SUMMARY_MAX_TOKENS).strip()
+    except Exception as error:  # a failed summary is never fatal: the extractive one stands
+        logger.warning("community summary by the generator failed; keeping the extractive one",
+                       extra={"community": community.id, "error": str(error)})
+        return community
+    if not text:
+        return community
+    return replace(community, summary=text, summary_kind="llm")
+
+
 class CommunityIndex:
-    """The current partition of a store's entities, refreshed after enough change, and the summaries' index."""
+    """The current partition of a store's entities, refreshed after enough change, and the summaries' index.
+
+    Summaries are extractive. With a `writer` (a generator marked capable), global search has the writer rewrite
+    the summaries it returns, once per distinct extractive summary; the rewritten ones are then also listed. BM25
+    ranks the extractive summaries either way, because they carry the entity names a question uses.
+    """
 
     def __init__(self) -> None:
         self._partition: list[list[int]] | None = None
@@ -111,6 +139,8 @@ class CommunityIndex:
         self._summaries: list[Community] = []
         self._summary_index: BM25Retriever | None = None
         self._summary_key: tuple[int, int] | None = None  # (store version, partition identity) they were built from
+        self.writer: Generator | None = None
+        self._written: dict[str, Community] = {}  # extractive summary -> the community with its written summary
 
     @property
     def computing(self) -> bool:
@@ -158,7 +188,28 @@ class CommunityIndex:
                                                     "ms": round(1000 * (time.perf_counter() - started), 1)})
 
     def communities(self, store: GraphStore) -> list[Community]:
-        """Return the summarised communities of the last partition; call under at least a read lock."""
+        """Return the summarised communities of the last partition, with the summaries written so far."""
+        return [self._rewritten(community) for community in self._extractive(store)]
+
+    def _rewritten(self, community: Community) -> Community:
+        written = self._written.get(community.summary)
+        return replace(written, id=community.id, rowids=community.rowids) if written is not None else community
+
+    def _write(self, community: Community) -> Community:
+        writer = self.writer
+        if writer is None or community.summary_kind != "extractive":
+            return community
+        written = write_summary(writer, community)
+        if written.summary_kind != "llm":
+            return community  # not kept, so a later search tries again
+        with self._lock:
+            if len(self._written) >= MAX_WRITTEN_SUMMARIES:
+                self._written.pop(next(iter(self._written)))
+            self._written[community.summary] = written
+        return written
+
+    def _extractive(self, store: GraphStore) -> list[Community]:
+        """Return the extractively summarised communities of the last partition; call under at least a read lock."""
         if self.is_stale(store) and not self.computing:
             self.refresh(store)
         partition = self._partition
@@ -180,15 +231,20 @@ class CommunityIndex:
         A broad question ("what are the main themes?") often shares no term with any summary, and the largest
         communities are then the corpus's main themes.
         """
-        communities = self.communities(store)
+        communities = self._extractive(store)
         if not communities or self._summary_index is None:
             return []
         by_id = {community.id: community for community in communities}
         hits = self._summary_index.search(query, None, top_k)
         if hits:
-            return [CommunityHit(community=by_id[hit.rowid], score=hit.score) for hit in hits]
+            return [CommunityHit(community=self._rewritten(by_id[hit.rowid]), score=hit.score) for hit in hits]
         largest = sorted(communities, key=lambda community: (-len(community.entity_ids), community.id))[:top_k]
-        return [CommunityHit(community=community, score=0.0) for community in largest]
+        return [CommunityHit(community=self._rewritten(community), score=0.0) for community in largest]
+
+    def write_summaries(self, hits: list[CommunityHit]) -> list[CommunityHit]:
+        """Have the writer rewrite the extractive summaries among `hits`; no lock needed, and none should be held,
+        because each rewrite is a generator call."""
+        return [replace(hit, community=self._write(hit.community)) for hit in hits]
 
     def save(self, directory: Path) -> None:
         """Write the partition, when there is one, to a temporary file, fsync it, then rename it into place."""

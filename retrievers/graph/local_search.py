@@ -5,13 +5,15 @@ This follows HippoRAG (Gutierrez et al., 2024) with chunks as graph nodes, as in
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
 from retrievers.graph.extraction import EntityExtractor
-from retrievers.graph.store import GraphStore
+from retrievers.graph.linking import LINK_SIMILARITY, MAX_SIMILAR_LINKS, EntityNameIndex
+from retrievers.graph.store import MENTION, RELATION, GraphStore
 
 # HippoRAG's retrieval configuration defaults to a damping factor of 0.5 (arXiv 2405.14831). Half the mass
 # returns to the seeds at each step, so the walk stays close to the query's entities.
@@ -31,36 +33,102 @@ class Seed:
 
 
 class WalkMatrix:
-    """The column-stochastic transition matrix over entity and chunk nodes, built from one store version.
+    """The column-stochastic transition matrix over entity and chunk nodes, kept in step with one store.
 
-    Nodes 0..E-1 are entities and E..E+C-1 are chunks. Entities connect to each other by relation weight and to
-    the chunks that mention them by mention count, so the walk follows both sentence and chunk co-occurrence.
+    Entities connect to each other by relation weight and to the chunks that mention them by mention count, so the
+    walk follows both sentence and chunk co-occurrence. Nodes are numbered in order of first appearance, entities
+    and chunks mixed, so that a change adds rows instead of renumbering. After a write, `update` replays the
+    store's logged edge changes as one sparse delta. A full build reads the whole graph, which took 0.7 s for the
+    136,000 entities of SciFact on the 2-core development machine when idle and several seconds under load.
+    Nodes of deleted entities and chunks stay, with no edges, until the next full build.
     """
 
-    def __init__(self, store: GraphStore) -> None:
-        self.version = store.version
-        self.entities = np.array(sorted(store.entity_chunks), dtype=np.int64)
-        self.rowids = np.array(sorted(store.chunks), dtype=np.int64)
-        entity_index = {int(entity): i for i, entity in enumerate(self.entities)}
-        chunk_index = {int(rowid): len(self.entities) + i for i, rowid in enumerate(self.rowids)}
-        size = len(self.entities) + len(self.rowids)
+    def __init__(self) -> None:
+        self.version = -1
+        self.log_position = 0
+        self.entity_index: dict[int, int] = {}  # entity id -> node
+        self.chunk_index: dict[int, int] = {}  # chunk rowid -> node
+        self._chunk_nodes: list[int] = []
+        self._chunk_rowids: list[int] = []
+        self.chunk_nodes = np.empty(0, dtype=np.int64)
+        self.rowids = np.empty(0, dtype=np.int64)
+        self.size = 0
+        self.adjacency = sparse.csr_matrix((0, 0))
+        self.transition = sparse.csr_matrix((0, 0))
 
-        sources, targets, weights = [], [], []
-        for first, second, weight in store.graph.edges(data="weight"):
-            sources.append(entity_index[first])
-            targets.append(entity_index[second])
-            weights.append(float(weight))
-        for entity, mentions in store.entity_chunks.items():
-            for rowid, count in mentions.items():
-                sources.append(entity_index[entity])
-                targets.append(chunk_index[rowid])
-                weights.append(MENTION_WEIGHT * count)
-        adjacency = sparse.coo_matrix((weights, (sources, targets)), shape=(size, size)).tocsr()
-        adjacency = adjacency + adjacency.T
+    @classmethod
+    def build(cls, store: GraphStore) -> "WalkMatrix":
+        """Build the matrix from every edge of the store."""
+        matrix = cls()
+        changes = [(RELATION, first, second, float(weight)) for first, second, weight in store.graph.edges(data="weight")]
+        changes.extend((MENTION, entity, rowid, float(MENTION_WEIGHT * count))
+                       for entity, mentions in store.entity_chunks.items() for rowid, count in mentions.items())
+        matrix._apply(changes)
+        matrix.version = store.version
+        matrix.log_position = store.log_end
+        store.forget_changes_before(matrix.log_position)
+        return matrix
+
+    def update(self, store: GraphStore) -> bool:
+        """Replay the store's edge changes since the last update; False when the log no longer holds them."""
+        changes = store.changes_since(self.log_position)
+        if changes is None:
+            return False
+        self._apply([(kind, first, second, MENTION_WEIGHT * weight if kind == MENTION else weight)
+                     for kind, first, second, weight in changes])
+        self.version = store.version
+        self.log_position = store.log_end
+        store.forget_changes_before(self.log_position)
+        return True
+
+    @property
+    def dead_share(self) -> float:
+        """The share of nodes left without edges, which a full build would drop."""
+        if self.size == 0:
+            return 0.0
+        degree = np.diff(self.adjacency.indptr)
+        return float(np.count_nonzero(degree == 0)) / self.size
+
+    def _node(self, index: dict[int, int], key: int, chunk: bool) -> int:
+        node = index.get(key)
+        if node is None:
+            node = index[key] = self.size
+            self.size += 1
+            if chunk:
+                self._chunk_nodes.append(node)
+                self._chunk_rowids.append(key)
+        return node
+
+    def _apply(self, changes: list[tuple[int, int, int, float]]) -> None:
+        if not changes:
+            return
+        sources = np.empty(len(changes), dtype=np.int64)
+        targets = np.empty(len(changes), dtype=np.int64)
+        weights = np.empty(len(changes), dtype=np.float64)
+        for position, (kind, first, second, weight) in enumerate(changes):
+            sources[position] = self._node(self.entity_index, first, False)
+            if kind == MENTION:
+                targets[position] = self._node(self.chunk_index, second, True)
+            else:
+                targets[position] = self._node(self.entity_index, second, False)
+            weights[position] = weight
+        size = self.size
+        delta = sparse.coo_matrix((weights, (sources, targets)), shape=(size, size)).tocsr()
+        delta = delta + delta.T
+        adjacency = self.adjacency
+        if adjacency.shape != (size, size):
+            adjacency = adjacency.copy()
+            adjacency.resize((size, size))
+        adjacency = (adjacency + delta).tocsr()
+        # Removing every mention of a pair leaves explicit zeros (or rounding dust) behind; drop them.
+        adjacency.data[np.abs(adjacency.data) < 1e-9] = 0.0
+        adjacency.eliminate_zeros()
+        self.adjacency = adjacency
         out_weight = np.asarray(adjacency.sum(axis=0)).ravel()
         # An isolated node has no out-weight, so its column is divided by 1 and stays empty instead of NaN.
         self.transition = (adjacency @ sparse.diags(1.0 / np.where(out_weight > 0, out_weight, 1.0))).tocsr()
-        self.entity_index = entity_index
+        self.chunk_nodes = np.array(self._chunk_nodes, dtype=np.int64)
+        self.rowids = np.array(self._chunk_rowids, dtype=np.int64)
 
     def personalized_pagerank(self, seeds: list[Seed]) -> np.ndarray:
         """Return the stationary distribution of a walk that restarts at the seeds with probability 1 - DAMPING."""
@@ -80,43 +148,56 @@ class WalkMatrix:
         return rank
 
 
-def link_query(query: str, store: GraphStore, extractor: EntityExtractor,
-               word_index: dict[str, set[int]]) -> list[Seed]:
-    """Link the query's mentions to entities: exact normalised match, else entities that contain all its words.
+def link_query(query: str, store: GraphStore, extractor: EntityExtractor, *, names: EntityNameIndex | None = None,
+               embed: Callable[[list[str]], np.ndarray] | None = None,
+               similarity: float = LINK_SIMILARITY) -> list[Seed]:
+    """Link the query's mentions to entities: normalised exact match first, then name embedding similarity, then
+    entities whose names contain all the mention's words.
 
-    Each seed is weighted by its entity's inverse document frequency, so a rare entity steers the walk more than
-    a common one (HippoRAG's node specificity).
+    The mentions with no exact match are embedded together in one call; a query with no mention at all is
+    embedded whole, so a query that is itself a name still links. Each seed is weighted by its entity's inverse
+    document frequency (HippoRAG's node specificity), times the similarity for a link by embedding, and shared
+    among the entities one mention links to.
     """
     chunk_count = max(len(store), 1)
     weights: dict[int, float] = {}
-    for mention in extractor.mentions(query, known=store.entity_ids.__contains__):
+
+    def credit(candidates: list[tuple[int, float]]) -> None:
+        for candidate, strength in candidates:
+            frequency = store.document_frequency(candidate)
+            weight = strength * math.log1p(chunk_count / max(frequency, 1)) / len(candidates)
+            weights[candidate] = max(weights.get(candidate, 0.0), weight)
+
+    mentions = extractor.mentions(query, known=store.entity_ids.__contains__)
+    unmatched = []
+    for mention in mentions:
         entity = store.entity_ids.get(mention.key)
         if entity is not None:
-            candidates = [entity]
+            credit([(entity, 1.0)])
         else:
-            candidates = _partial_matches(mention.key, word_index, store)
-        for candidate in candidates:
-            frequency = store.document_frequency(candidate)
-            weight = math.log1p(chunk_count / max(frequency, 1))
-            weights[candidate] = max(weights.get(candidate, 0.0), weight / len(candidates))
+            unmatched.append(mention)
+
+    texts = [mention.surface for mention in unmatched] if mentions else [query.strip()]
+    similar: list[list[tuple[int, float]]] = [[] for _ in texts]
+    if names is not None and embed is not None and len(names) and any(texts):
+        similar = names.nearest(embed(texts), threshold=similarity, limit=MAX_SIMILAR_LINKS)
+    for position, text in enumerate(texts):
+        # A vector of an entity removed since the last sync of the name index may still be found; skip it.
+        linked = [(entity, score) for entity, score in similar[position] if entity in store.keys]
+        if not linked and mentions:
+            linked = [(entity, 1.0) for entity in _partial_matches(unmatched[position].key, store)]
+        if linked:
+            credit(linked)
     return [Seed(entity=entity, weight=weight) for entity, weight in sorted(weights.items())]
 
 
-def _partial_matches(key: str, word_index: dict[str, set[int]], store: GraphStore) -> list[int]:
+def _partial_matches(key: str, store: GraphStore) -> list[int]:
     """Entities whose names contain every word of `key`, shortest names first."""
-    postings = [word_index.get(word) for word in key.split(" ")]
+    postings = [store.word_index.get(word) for word in key.split(" ")]
     if not postings or any(posting is None for posting in postings):
         return []
     matches = set.intersection(*postings)
     return sorted(matches, key=lambda entity: (len(store.keys[entity]), entity))[:MAX_PARTIAL_LINKS]
-
-
-def build_word_index(store: GraphStore) -> dict[str, set[int]]:
-    index: dict[str, set[int]] = {}
-    for key, entity in store.entity_ids.items():
-        for word in key.split(" "):
-            index.setdefault(word, set()).add(entity)
-    return index
 
 
 def score_chunks(matrix: WalkMatrix, rank: np.ndarray) -> np.ndarray:
@@ -126,4 +207,4 @@ def score_chunks(matrix: WalkMatrix, rank: np.ndarray) -> np.ndarray:
     mention count over all its edges, so a very common entity gives each of its many chunks only a little. On
     2WikiMultiHopQA and MuSiQue this ranked gold passages higher than summing the entities' idf-weighted mass.
     """
-    return rank[len(matrix.entities):]
+    return rank[matrix.chunk_nodes]

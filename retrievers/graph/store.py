@@ -23,6 +23,14 @@ RELATION_WINDOW = 3
 SNAPSHOT_FILE = "graph.npz"
 # Part of the snapshot; a snapshot written by an extractor with another format or version is rebuilt.
 SNAPSHOT_FORMAT = 1
+# The walk matrix catches up with a store by replaying its logged edge changes. Bulk ingestion with no graph search
+# in between can log more than this many, so the log is then dropped and the next search builds the matrix in full.
+# That costs about as much as a replay would, and it keeps the log's memory bounded.
+MAX_CHANGE_LOG = 200_000
+
+# Edge kinds in the change log: a relation between two entities, or a mention of an entity by a chunk.
+RELATION = 0
+MENTION = 1
 
 
 @dataclass
@@ -68,6 +76,34 @@ class GraphStore:
         self.chunks: dict[int, ChunkEntities] = {}
         self._next_entity_id = 0
         self.version = 0  # incremented on every change, so derived structures know when they are stale
+        self.word_index: dict[str, set[int]] = {}  # word of a normalised key -> entities whose key contains it
+        # Edge weight changes in order, as (kind, entity, other entity or chunk rowid, weight change). The entry at
+        # index i of the list is change number log_start + i.
+        self.change_log: list[tuple[int, int, int, float]] = []
+        self.log_start = 0
+
+    @property
+    def log_end(self) -> int:
+        return self.log_start + len(self.change_log)
+
+    def changes_since(self, position: int) -> list[tuple[int, int, int, float]] | None:
+        """Return the edge changes from `position` on, or None when some of them were dropped."""
+        if position < self.log_start:
+            return None
+        return self.change_log[position - self.log_start:]
+
+    def forget_changes_before(self, position: int) -> None:
+        """Drop logged changes before `position`, once the walk matrix has replayed them."""
+        drop = min(max(position - self.log_start, 0), len(self.change_log))
+        if drop:
+            del self.change_log[:drop]
+            self.log_start += drop
+
+    def _log(self, kind: int, first: int, second: int, weight: float) -> None:
+        self.change_log.append((kind, first, second, weight))
+        if len(self.change_log) > MAX_CHANGE_LOG:
+            self.log_start += len(self.change_log)
+            self.change_log = []
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -99,11 +135,13 @@ class GraphStore:
         for entity, count in chunk.entity_counts().items():
             self.entity_chunks.setdefault(entity, {})[rowid] = count
             self.graph.add_node(entity)
+            self._log(MENTION, entity, rowid, count)
         for (first, second), count in relation_pairs(chunk.sentences).items():
             if self.graph.has_edge(first, second):
                 self.graph[first][second]["weight"] += count
             else:
                 self.graph.add_edge(first, second, weight=count)
+            self._log(RELATION, first, second, count)
         self.version += 1
 
     def delete_chunk(self, rowid: int) -> None:
@@ -118,11 +156,14 @@ class GraphStore:
                     self.graph.remove_edge(first, second)
                 else:
                     self.graph[first][second]["weight"] = weight
+                self._log(RELATION, first, second, -count)
         for entity in chunk.entity_counts():
             mentions = self.entity_chunks.get(entity)
             if mentions is None:
                 continue
-            mentions.pop(rowid, None)
+            count = mentions.pop(rowid, None)
+            if count is not None:
+                self._log(MENTION, entity, rowid, -count)
             if not mentions:
                 self._remove_entity(entity)
         self.version += 1
@@ -135,12 +176,21 @@ class GraphStore:
             self.entity_ids[key] = entity
             self.keys[entity] = key
             self.names[entity] = surface
+            for word in key.split(" "):
+                self.word_index.setdefault(word, set()).add(entity)
         return entity
 
     def _remove_entity(self, entity: int) -> None:
         del self.entity_chunks[entity]
-        del self.entity_ids[self.keys.pop(entity)]
+        key = self.keys.pop(entity)
+        del self.entity_ids[key]
         del self.names[entity]
+        for word in key.split(" "):
+            entities = self.word_index.get(word)
+            if entities is not None:
+                entities.discard(entity)
+                if not entities:
+                    del self.word_index[word]
         if self.graph.has_node(entity):
             self.graph.remove_node(entity)
 
@@ -197,6 +247,9 @@ class GraphStore:
         store.keys = dict(zip(entity_ids, keys))
         store.names = dict(zip(entity_ids, names))
         store._next_entity_id = max(entity_ids, default=-1) + 1
+        for key, entity in store.entity_ids.items():
+            for word in key.split(" "):
+                store.word_index.setdefault(word, set()).add(entity)
         sentence_index = 0
         mention_index = 0
         for rowid, count, linking_sentences in zip(rowids, sentence_counts, linking):
@@ -207,4 +260,7 @@ class GraphStore:
             sentence_index += count
             linking_sentences = [(text, entities) for text, entities in linking_sentences]
             store._attach(rowid, ChunkEntities(sentences=sentences, linking_sentences=linking_sentences))
+        # A matrix built from the loaded store starts from the store as it is, not from a replay of its loading.
+        store.change_log = []
+        store.log_start = 0
         return store
