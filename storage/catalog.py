@@ -563,10 +563,6 @@ class Catalog:
         rows = self._query("SELECT * FROM knowledge_bases WHERE tenant_id = ? ORDER BY created_at, id", (tenant_id,))
         return [KnowledgeBase(**dict(row)) for row in rows]
 
-    def get_knowledge_base(self, knowledge_base_id: str) -> KnowledgeBase | None:
-        row = self._query_one("SELECT * FROM knowledge_bases WHERE id = ?", (knowledge_base_id,))
-        return KnowledgeBase(**dict(row)) if row else None
-
     def all_knowledge_bases(self) -> list[KnowledgeBase]:
         return [KnowledgeBase(**dict(row)) for row in self._query("SELECT * FROM knowledge_bases")]
 
@@ -824,6 +820,9 @@ class Catalog:
 
     def claim_job(self, *, worker: str, lease_seconds: float) -> Job | None:
         """Atomically take the oldest job that no live replica runs, mark it running by `worker`, and return it.
+
+        Oldest means by creation time, which has millisecond resolution: jobs created in the same millisecond
+        are taken in any order.
 
         Claimable: a queued job; a running one released by a stopping replica (no worker); a running one of
         `worker` itself (this replica crashed and restarted); a running one whose worker has not sent a heartbeat

@@ -75,8 +75,10 @@ class TestSchema:
 class TestJobClaims:
     def test_each_job_once_oldest_first(self, catalog):
         tenant_id, knowledge_base_id = knowledge_base(catalog)
-        jobs = [catalog.create_job(tenant_id=tenant_id, knowledge_base_id=knowledge_base_id, items=[]).id
-                for _ in range(2)]
+        jobs = []
+        for _ in range(2):
+            jobs.append(catalog.create_job(tenant_id=tenant_id, knowledge_base_id=knowledge_base_id, items=[]).id)
+            time.sleep(0.005)  # creation times have millisecond resolution; jobs created in the same one tie
         first = catalog.claim_job(worker="a", lease_seconds=60)
         second = catalog.claim_job(worker="b", lease_seconds=60)
         assert [first.id, second.id] == jobs
