@@ -563,6 +563,10 @@ class Catalog:
         rows = self._query("SELECT * FROM knowledge_bases WHERE tenant_id = ? ORDER BY created_at, id", (tenant_id,))
         return [KnowledgeBase(**dict(row)) for row in rows]
 
+    def get_knowledge_base(self, knowledge_base_id: str) -> KnowledgeBase | None:
+        row = self._query_one("SELECT * FROM knowledge_bases WHERE id = ?", (knowledge_base_id,))
+        return KnowledgeBase(**dict(row)) if row else None
+
     def all_knowledge_bases(self) -> list[KnowledgeBase]:
         return [KnowledgeBase(**dict(row)) for row in self._query("SELECT * FROM knowledge_bases")]
 
