@@ -8,7 +8,8 @@ collection, named from its internal id, with one row per chunk:
 - `chunk_id`, `document_id`, `tenant_id`, `knowledge_base_id`: stored for filtering and inspection; every
   search is filtered by tenant and knowledge base, so a collection shared by mistake still leaks nothing;
 - `text`: the chunk's title and text after *our* analyser (`retrievers.text.Analyzer`: stop words removed,
-  Snowball-stemmed), which Milvus's BM25 function tokenises on whitespace into the sparse vector `sparse`.
+  Snowball-stemmed), which Milvus's standard tokeniser splits back into those terms and its BM25 function
+  turns into the sparse vector `sparse`.
   Analysing before Milvus keeps BM25 terms identical between the local and the Milvus backend, and between
   milvus-lite (whose analysers have no stemmer) and a server;
 - `dense`: the stored float32 embedding, searched by inner product.
@@ -162,12 +163,14 @@ class MilvusCollection:
     def save(self, directory: Path) -> None:
         self._retry("flush", lambda: self.store.client.flush(self.name))
 
-    def add(self, chunks: list[IndexedChunk]) -> None:
+    def add(self, chunks: list[IndexedChunk], *, flush: bool = True) -> None:
+        """Upsert the chunks; `flush=False` leaves them in milvus-lite's memtable for a bulk load to flush once."""
         for start in range(0, len(chunks), BATCH_ROWS):
             rows = [self._row(chunk) for chunk in chunks[start:start + BATCH_ROWS]]
             self._retry("upsert", lambda rows=rows: self._upsert(rows))
         if chunks:
-            self._flush_if_lite()
+            if flush:
+                self._flush_if_lite()
             self._count = self._stored_count()
             self._fit_index_to_size()
 
@@ -182,7 +185,8 @@ class MilvusCollection:
     # Searches
 
     def search_bm25(self, query: str, top_k: int) -> list[Hit]:
-        terms = " ".join(self.analyzer.terms(query))
+        # Each distinct term once, as the local BM25 scores a query; Milvus would weight a repeated term by its count.
+        terms = " ".join(dict.fromkeys(self.analyzer.terms(query)))
         if not terms or self._count == 0:
             return []
         results = self._search([terms], anns_field="sparse", top_k=top_k, params={"metric_type": "BM25"})

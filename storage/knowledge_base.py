@@ -316,7 +316,9 @@ class KnowledgeBaseIndex:
             collection.reset(expected_rows=self.catalog.count_documents(self.knowledge_base_id)[1])
             copied = 0
             for batch in self.catalog.iter_chunks(self.knowledge_base_id):
-                collection.add(indexed_chunks(batch))
+                # One flush at the end: milvus-lite keeps BM25 statistics per flushed segment, so a bulk load
+                # in one segment scores like one index.
+                collection.add(indexed_chunks(batch), flush=False)
                 copied += len(batch)
             collection.save(self.directory)
             self._milvus = collection
