@@ -10,7 +10,7 @@ from app.main import create_app
 from generation.base import GenerationError
 from generation.registry import BackboneSpec
 from retrievers.base import IndexedChunk
-from retrievers.graph import GraphRetriever, store as store_module
+from retrievers.graph import GraphRetriever, local_search, store as store_module
 from retrievers.graph.communities import CommunityIndex
 from retrievers.graph.extraction import EntityExtractor
 from retrievers.graph.linking import VECTORS_FILE, EntityNameIndex
@@ -577,7 +577,7 @@ class TestWalkMatrixUpdates:
         assert retriever.store.change_log == []
         assert retriever._matrix.log_position == retriever.store.log_end
 
-    def test_matrix_is_column_stochastic_after_deletes(self):
+    def test_step_keeps_mass_after_deletes(self):
         store = GraphStore()
         retriever = GraphRetriever()
         retriever.store = store
@@ -585,7 +585,22 @@ class TestWalkMatrixUpdates:
         matrix = WalkMatrix.build(store)
         retriever.delete([1, 2])
         assert matrix.update(store)
-        sums = np.asarray(matrix.transition.sum(axis=0)).ravel()
-        degree = np.diff(matrix.adjacency.indptr)
-        assert np.allclose(sums[degree > 0], 1.0)
-        assert np.all(sums[degree == 0] == 0)
+        live = matrix.out_weight > 0
+        for node in range(matrix.size):
+            distribution = np.zeros(matrix.size)
+            distribution[node] = 1.0
+            expected = 1.0 if live[node] else 0.0
+            assert matrix.step(distribution).sum() == pytest.approx(expected)
+        assert np.count_nonzero(~live) > 0  # the deleted chunks' nodes have no edges left
+
+    def test_delta_merges_into_the_base(self, monkeypatch):
+        monkeypatch.setattr(local_search, "MERGE_SHARE", 0.0)
+        retriever = GraphRetriever()
+        retriever.add(FILM_CHUNKS[:3])
+        retriever.search("Hotel By The Hour", None, 3)
+        retriever.add(FILM_CHUNKS[3:])
+        hits = self.ranking(retriever, "Velvet Harbour")
+        assert retriever._matrix.delta.nnz == 0
+        fresh = GraphRetriever()
+        fresh.add(FILM_CHUNKS)
+        assert hits == self.ranking(fresh, "Velvet Harbour")
