@@ -76,8 +76,8 @@ def run_phase(url: str, api_key: str, queries: list[str], clients: int, seconds:
     """Send searches from `clients` threads until the time or request budget runs out.
 
     Besides throughput it reports the CPU time per request of the service and of the clients. On a machine
-    shared with other work, requests/s falls with the load; CPU per request barely moves, so it says what
-    the service would do on idle cores.
+    shared with other work, requests/s falls with the load, while CPU per request depends much less on it
+    and so bounds what the service would do on idle cores.
     """
     latencies_ms: list[float] = []
     errors = 0
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                        [[phase[column] for column in columns] for phase in phases]))
     ratio = phases[1]["requests_per_second"] / phases[0]["requests_per_second"]
     print(f"{args.clients} clients get {ratio:.2f}x the search throughput of 1 client")
-    # Other work on the machine takes cores from both phases; the load averages say how much there was.
+    # Other work on the machine takes cores from both phases, and the load averages show how much there was.
     load_after = os.getloadavg()
     print("load average (1, 5, 15 min) before: " + ", ".join(f"{value:.2f}" for value in load_before)
           + "; after: " + ", ".join(f"{value:.2f}" for value in load_after))
