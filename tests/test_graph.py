@@ -326,6 +326,14 @@ class TestNameLinking:
     def test_dissimilar_phrase_does_not_link(self):
         assert self.retriever().search("Which studio made Blue Comet?", None, 5) == []
 
+    def test_lower_case_phrase_does_not_link_by_embedding(self):
+        retriever = GraphRetriever(embedder=FakeEmbedder())
+        retriever.add([chunk(1, "Seasonal Rainfall Levels rose."), chunk(2, "Nothing else here.")])
+        retriever.sync_names()
+        # Both queries embed close to "Seasonal Rainfall Levels", whose key neither matches; only the name links.
+        assert retriever.search("did seasonal rainfalls levels rise?", None, 5) == []
+        assert [hit.rowid for hit in retriever.search("did Seasonal Rainfalls Levels rise?", None, 5)] == [1]
+
     def test_threshold_is_respected(self):
         retriever = GraphRetriever(embedder=FakeEmbedder(), link_similarity=1.01)
         retriever.add(FILM_CHUNKS)

@@ -62,6 +62,12 @@ def _is_capitalised(token: str) -> bool:
     return token[0].isupper() or _is_domain_term(token)
 
 
+def is_proper_name(surface: str) -> bool:
+    """Whether a mention was found as a name (capitalised or a domain term) rather than as a lower-case phrase."""
+    match = _TOKEN.search(surface)
+    return match is not None and _is_capitalised(match.group())
+
+
 class EntityExtractor:
     """Turns text into sentences with their entity mentions; stateless, so one instance can be shared."""
 
