@@ -78,6 +78,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     query_threads = settings.query_torch_threads
     query_embedder = QueryEmbeddingBatcher(
         embedder, max_batch_size=settings.query_batch_size, max_wait_s=settings.query_batch_wait_ms / 1000,
+        workers=settings.query_embed_workers or os.cpu_count() or 1,
         worker_setup=(lambda: set_torch_threads_of_current_thread(query_threads)) if query_threads else None)
     cross_encoder = None
     if settings.cross_encoder is not None:

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
         None, ge=1, description="torch intra-op threads for ingestion embedding and local generators; unset uses "
         "the core count."
     )
+    query_embed_workers: int | None = Field(
+        None, ge=1, description="Threads that embed search queries, each running its own forward passes on its "
+        "own batch; unset uses the core count."
+    )
     query_torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads of the thread that embeds the queries of searches (when "
         "DOMAINRAG_QUERY_BATCH_SIZE is above 1); unset uses DOMAINRAG_TORCH_THREADS. One by default, so that a forward pass leaves the other cores to the rest "

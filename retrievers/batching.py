@@ -43,14 +43,18 @@ class QueryEmbeddingBatcher:
     """
 
     def __init__(self, embedder: Embedder, *, max_batch_size: int = 16, max_wait_s: float = 0.002,
-                 worker_setup: Callable[[], None] | None = None) -> None:
-        """Start the worker thread unless `max_batch_size` is 1.
+                 workers: int = 1, worker_setup: Callable[[], None] | None = None) -> None:
+        """Start `workers` worker threads unless `max_batch_size` is 1.
 
-        `worker_setup` runs once in the worker thread before it embeds anything, for per-thread settings such as
-        torch's thread count. The constructor returns after it has run.
+        Several workers run forward passes side by side, each on its own batch, so that the embedding can use
+        more than one core without splitting one forward pass over threads. `worker_setup` runs once in each
+        worker thread before it embeds anything, for per-thread settings such as torch's thread count. The
+        constructor returns after it has run in every worker.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must not be negative, got {max_wait_s}")
         self.embedder = embedder
@@ -59,17 +63,20 @@ class QueryEmbeddingBatcher:
         self._queue: deque[_Pending] = deque()
         self._condition = threading.Condition()
         self._closed = False
-        self._worker: threading.Thread | None = None
         self._worker_setup = worker_setup
-        self._set_up = threading.Event()
+        self._workers: list[threading.Thread] = []
         if max_batch_size > 1:
-            self._worker = threading.Thread(target=self._run, name="query-embedder", daemon=True)
-            self._worker.start()
-            self._set_up.wait()
+            set_up = [threading.Event() for _ in range(workers)]
+            self._workers = [threading.Thread(target=self._run, args=(event,), name=f"query-embedder-{number}",
+                                              daemon=True) for number, event in enumerate(set_up)]
+            for worker in self._workers:
+                worker.start()
+            for event in set_up:
+                event.wait()
 
     def embed_query(self, text: str) -> np.ndarray:
         """Return the L2-normalised embedding of one query; raises what the embedder raised for its batch."""
-        if self._worker is None:
+        if not self._workers:
             if self._closed:
                 raise EmbedderClosed("the query embedder is shut down")
             return self._embed([text])[0]
@@ -85,12 +92,13 @@ class QueryEmbeddingBatcher:
         return pending.vector  # type: ignore[return-value]
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking queries, embed those already queued, and stop the worker."""
+        """Stop taking queries, embed those already queued, and stop the workers."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout)
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.embedder.embed(texts, is_query=True)
@@ -98,9 +106,9 @@ class QueryEmbeddingBatcher:
             raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(texts)} queries")
         return vectors
 
-    def _run(self) -> None:
+    def _run(self, set_up: threading.Event) -> None:
         try:
-            self._set_up_worker()
+            self._set_up_worker(set_up)
             while True:
                 batch = self._next_batch()
                 if batch is None:
@@ -110,14 +118,14 @@ class QueryEmbeddingBatcher:
             # Reached on close, and also if the worker itself fails, so that no caller is left waiting.
             self._fail_queued(EmbedderClosed("the query embedder stopped"))
 
-    def _set_up_worker(self) -> None:
+    def _set_up_worker(self, set_up: threading.Event) -> None:
         try:
             if self._worker_setup is not None:
                 self._worker_setup()
         except Exception as error:  # the worker still embeds, with the process's default settings
             logger.error("query embedder set-up failed; embedding with default settings", extra={"error": repr(error)})
         finally:
-            self._set_up.set()
+            set_up.set()
 
     def _next_batch(self) -> list[_Pending] | None:
         """Wait for queued queries and take up to max_batch_size of them; None once closed and drained."""

@@ -160,7 +160,7 @@ class TestQueryEmbeddingBatcher:
         for thread in (first, queued, closer):
             thread.join(10)
 
-        assert not batcher._worker.is_alive()
+        assert not any(worker.is_alive() for worker in batcher._workers)
         assert embedder.batches == [["first"], ["queued"]]
         assert all(isinstance(value, np.ndarray) for value in results.values())
         with pytest.raises(EmbedderClosed, match="shut down"):
@@ -184,8 +184,8 @@ class TestQueryEmbeddingBatcher:
         assert embedder.batches == [["first"]]
         assert sorted(results) == ["first", "fourth", "second", "third"]
         assert all(isinstance(value, EmbedderClosed) for value in results.values())
-        batcher._worker.join(5)
-        assert not batcher._worker.is_alive()
+        batcher._workers[0].join(5)
+        assert not batcher._workers[0].is_alive()
         with pytest.raises(EmbedderClosed):
             batcher.embed_query("after the crash")
 
@@ -199,7 +199,7 @@ class TestQueryEmbeddingBatcher:
 
         batcher = QueryEmbeddingBatcher(ThreadRecordingEmbedder(), max_batch_size=1)
         vector = batcher.embed_query("direct")
-        assert batcher._worker is None
+        assert batcher._workers == []
         assert callers == [threading.current_thread()]
         np.testing.assert_array_equal(vector, FakeEmbedder().embed(["direct"])[0])
         batcher.close()
@@ -211,6 +211,47 @@ class TestQueryEmbeddingBatcher:
             QueryEmbeddingBatcher(FakeEmbedder(), max_batch_size=0)
         with pytest.raises(ValueError, match="max_wait_s must not be negative, got -1"):
             QueryEmbeddingBatcher(FakeEmbedder(), max_wait_s=-1)
+        with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+            QueryEmbeddingBatcher(FakeEmbedder(), workers=0)
+
+
+class TestSeveralWorkers:
+    def test_workers_embed_batches_side_by_side(self):
+        in_forward_pass = threading.Barrier(2, timeout=5)
+
+        class MeetingEmbedder(RecordingEmbedder):
+            """Returns only once two forward passes run at the same time, which one worker never does."""
+
+            def embed(self, texts, *, is_query=False):
+                self.batches.append(list(texts))
+                self.entered.set()
+                in_forward_pass.wait()
+                return FakeEmbedder.embed(self, texts, is_query=is_query)
+
+        embedder = MeetingEmbedder()
+        batcher = QueryEmbeddingBatcher(embedder, max_batch_size=4, workers=2)
+        results = {}
+        first = threading.Thread(target=lambda: results.update(embed_concurrently(batcher, ["first query"])))
+        first.start()
+        # The first worker is inside its forward pass before the second query arrives, so another worker takes it.
+        assert embedder.entered.wait(5)
+        second = threading.Thread(target=lambda: results.update(embed_concurrently(batcher, ["second query"])))
+        second.start()
+        first.join(10)
+        second.join(10)
+        batcher.close()
+
+        assert embedder.batches == [["first query"], ["second query"]]
+        for text, vector in results.items():
+            np.testing.assert_array_equal(vector, FakeEmbedder().embed([text])[0])
+        assert not any(worker.is_alive() for worker in batcher._workers)
+
+    def test_setup_runs_in_every_worker(self):
+        names = []
+        batcher = QueryEmbeddingBatcher(FakeEmbedder(), max_batch_size=4, workers=3,
+                                        worker_setup=lambda: names.append(threading.current_thread().name))
+        assert sorted(names) == ["query-embedder-0", "query-embedder-1", "query-embedder-2"]
+        batcher.close()
 
 
 class TestWorkerSetup:
@@ -220,7 +261,7 @@ class TestWorkerSetup:
         batcher = QueryEmbeddingBatcher(embedder, max_batch_size=4,
                                         worker_setup=lambda: calls.append(threading.current_thread().name))
         # The constructor returns only after the set-up ran, so the caller may rely on its effects.
-        assert calls == ["query-embedder"]
+        assert calls == ["query-embedder-0"]
         batcher.embed_query("after set-up")
         batcher.close()
         assert embedder.batches == [["after set-up"]]
