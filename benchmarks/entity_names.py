@@ -1,9 +1,9 @@
 """Measure how the embedder scores pairs of entity names, to set the graph's name-linking threshold.
 
-Extracts entity names with the rule-based extractor from a sample of passages of each dataset, embeds a random
-sample of them, and prints percentiles of the cosine similarity of random pairs of distinct names (chance links)
-and of name variants made from multi-word capitalised names: the last word alone, the first word cut to an
-initial, and the words reversed. It runs in one process, with no service.
+Extracts entity names with the rule-based extractor from a sample of passages of each dataset and embeds a
+random sample of them. It prints percentiles of the cosine similarity of random pairs of distinct names, which
+are chance links. It also scores name variants made from multi-word capitalised names: the last word alone, the
+first word cut to an initial, and the words reversed. It runs in one process, with no service.
 
 Example:
     python -m benchmarks.entity_names --datasets 2wiki musique scifact
