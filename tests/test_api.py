@@ -250,6 +250,24 @@ class TestAliases:
         response = client.put("/v1/aliases/live", json={"knowledge_base": "ghost"}, headers=tenant)
         assert response.status_code == 404
 
+    def test_knowledge_base_named_like_alias_is_409(self, client, tenant):
+        create_kb(client, tenant, "v1")
+        client.put("/v1/aliases/live", json={"knowledge_base": "v1"}, headers=tenant)
+
+        response = client.post("/v1/knowledge-bases", json={"name": "live"}, headers=tenant)
+        assert response.status_code == 409
+        assert "alias 'live'" in response.json()["detail"]
+        assert client.get("/v1/knowledge-bases/live", headers=tenant).json()["name"] == "v1"
+
+    def test_alias_named_like_knowledge_base_is_409(self, client, tenant):
+        create_kb(client, tenant, "v1")
+        create_kb(client, tenant, "v2")
+
+        response = client.put("/v1/aliases/v2", json={"knowledge_base": "v1"}, headers=tenant)
+        assert response.status_code == 409
+        assert "knowledge base named 'v2'" in response.json()["detail"]
+        assert client.get("/v1/aliases", headers=tenant).json()["count"] == 0
+
 
 @BOTH_INDEX_BACKENDS
 class TestTenantIsolation:

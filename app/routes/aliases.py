@@ -3,7 +3,7 @@ import re
 from fastapi import APIRouter, Response
 
 from app.deps import ServicesDep, TenantDep, WriterDep
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.schemas import NAME_PATTERN, NAME_RULE, AliasList, AliasPublic, AliasUpdate
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"])
@@ -19,6 +19,10 @@ def set_alias(alias: str, body: AliasUpdate, services: ServicesDep, tenant: Writ
         raise NotFound(f"knowledge base {body.knowledge_base!r} not found")
     if target.name == alias:
         raise InvalidInput(f"alias {alias!r} would shadow the knowledge base of the same name; choose another alias")
+    # A name resolves to a knowledge base before an alias, so an alias named after another one is never reached.
+    if any(knowledge_base.name == alias for knowledge_base in services.catalog.list_knowledge_bases(tenant_id=tenant.id)):
+        raise Conflict(f"a knowledge base named {alias!r} already exists, so alias {alias!r} would never be "
+                       "reached; choose another alias")
     updated_at = services.catalog.set_alias(tenant_id=tenant.id, name=alias, knowledge_base_id=target.id)
     return AliasPublic(name=alias, knowledge_base_id=target.id, knowledge_base_name=target.name, updated_at=updated_at)
 

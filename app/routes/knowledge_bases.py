@@ -35,6 +35,11 @@ def create_knowledge_base(body: KnowledgeBaseCreate, services: ServicesDep, tena
     if body.generator is not None and body.generator not in services.generators.specs:
         raise InvalidInput(f"unknown generator {body.generator!r}; configured backbones: "
                            f"{sorted(services.generators.specs)}")
+    # A name resolves to a knowledge base before an alias, so the new knowledge base would hide the alias.
+    alias = next((row for row in services.catalog.list_aliases(tenant_id=tenant.id) if row["name"] == body.name), None)
+    if alias is not None:
+        raise Conflict(f"alias {body.name!r} already points to knowledge base {alias['knowledge_base_name']!r}; "
+                       "choose another name, or delete the alias first")
     try:
         knowledge_base = services.catalog.create_knowledge_base(tenant_id=tenant.id, name=body.name,
                                                                 chunk_size=chunk_size, chunk_overlap=chunk_overlap,
