@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.client import ApiError, DomainRagClient, JobFailedError
+from app.client import ApiError, DomainRagClient, JobFailedError, MissingApiKeyError
 from evaluation.command import add_eval_arguments, run_eval
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ApiError, JobFailedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except MissingApiKeyError:
+        print("error: this command needs a tenant API key: pass --api-key KEY or set DOMAINRAG_API_KEY",
+              file=sys.stderr)
+        return 2
     except httpx.TransportError as error:
         print(f"error: cannot reach the service at {getattr(args, 'url', DEFAULT_URL)}: {error}", file=sys.stderr)
         return 1

@@ -31,6 +31,10 @@ class ApiError(RuntimeError):
         super().__init__(f"{method} {url} failed with HTTP {status_code}: {shown_body}")
 
 
+class MissingApiKeyError(ValueError):
+    """A tenant request was made on a client that has no API key."""
+
+
 class JobFailedError(RuntimeError):
     """An ingestion job that ended with status "failed"."""
 
@@ -106,7 +110,7 @@ class DomainRagClient:
         **kwargs: Any,
     ) -> httpx.Response:
         if key is None:
-            raise ValueError(f"{method} {path} needs an API key, but none is set on the client")
+            raise MissingApiKeyError(f"{method} {path} needs an API key, but none is set on the client")
         headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
         response = self._http.request(method, path, headers=headers, **kwargs)
         for _ in range(MAX_RATE_LIMIT_RETRIES):
