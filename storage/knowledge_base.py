@@ -37,6 +37,10 @@ SNAPSHOT_EVERY_CHANGES = 20_000
 GraphGeneratorResolver = Callable[[str], Generator | None]
 
 
+class AlreadyMigrated(RuntimeError):
+    """A migration found the knowledge base already on the target backend, moved there by another request."""
+
+
 def indexed_text(chunk: ChunkRow) -> str:
     """Return the text that every index reads: the document title, then the chunk."""
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
@@ -311,6 +315,10 @@ class KnowledgeBaseIndex:
         100,000 chunks on milvus-lite). The local snapshots of bm25 and dense are removed afterwards.
         """
         with self._lock.write():
+            # Checked again under the lock, because two requests may both have seen the local backend.
+            current = self.catalog.get_knowledge_base(self.knowledge_base_id)
+            if current is not None and current.backend == "milvus":
+                raise AlreadyMigrated(f"knowledge base {current.name!r} is already on the milvus backend")
             self._catch_up()
             collection = self._milvus_collection(store, tenant_id)
             collection.reset(expected_rows=self.catalog.count_documents(self.knowledge_base_id)[1])

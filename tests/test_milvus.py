@@ -14,6 +14,7 @@ import retrievers.milvus as milvus
 from app.main import create_app
 from retrievers.milvus import MilvusCollection, MilvusStore, collection_name
 from retrievers.text import Analyzer
+from storage.knowledge_base import AlreadyMigrated
 from tests.conftest import MEDICAL_DOCUMENTS, create_tenant, make_settings, upload_ndjson
 from tests.fakes import FakeEmbedder, FakeGenerator
 
@@ -106,6 +107,11 @@ def test_migration_copies_stored_embeddings_without_embedding(milvus_client, emb
     assert hits[0]["document_id"] == "aspirin" and hits[0]["ranks"] == {"bm25": 1, "dense": 1}
     again = milvus_client.post("/v1/knowledge-bases/medical/migrate", json={"to": "milvus"}, headers=tenant)
     assert again.status_code == 409
+    # A second request that passed the route's check before the first one finished stops under the write lock.
+    services = milvus_client.app.state.services
+    owner = services.catalog.get_knowledge_base(created["id"]).tenant_id
+    with pytest.raises(AlreadyMigrated):
+        services.indices.migrate(created["id"], tenant_id=owner)
 
     # Writes after the migration go to Milvus, and only the local snapshot of the graph is left on disk.
     milvus_client.delete("/v1/knowledge-bases/medical/documents/aspirin", headers=tenant)

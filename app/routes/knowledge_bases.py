@@ -10,6 +10,7 @@ from app.schemas import (KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePu
 from app.services import Services
 from ingestion.chunking import ChunkingError, validate_chunking
 from storage.catalog import INTEGRITY_ERRORS, KnowledgeBase
+from storage.knowledge_base import AlreadyMigrated
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge bases"])
@@ -82,7 +83,10 @@ def migrate_knowledge_base(body: MigrationRequest, knowledge_base: WritableKnowl
     if knowledge_base.backend == body.to:
         raise Conflict(f"knowledge base {knowledge_base.name!r} is already on the {body.to} backend")
     started = time.perf_counter()
-    copied = services.indices.migrate(knowledge_base.id, tenant_id=knowledge_base.tenant_id)
+    try:
+        copied = services.indices.migrate(knowledge_base.id, tenant_id=knowledge_base.tenant_id)
+    except AlreadyMigrated as error:
+        raise Conflict(str(error)) from error
     seconds = round(time.perf_counter() - started, 2)
     logger.info("knowledge base migrated", extra={"tenant": knowledge_base.tenant_id,
                                                   "knowledge_base": knowledge_base.id, "backend": body.to,
