@@ -113,8 +113,8 @@ def search(services: Services, knowledge_base: KnowledgeBase, *, query: str, top
     timings["fuse_and_fetch"] = _elapsed_ms(started)
 
     if reranker is not None and hits:
-        # Only the first rerank_candidates hits are judged; any further hits a large top_k asks for follow them
-        # in fused order.
+        # Only the first rerank_candidates hits are judged. Hits beyond them, when top_k is larger, keep their
+        # fused order after the judged ones.
         started = time.perf_counter()
         candidates = hits[:rerank_candidates]
         ordered = reranked(reranker, query,

@@ -74,7 +74,8 @@ def dense_top10(client: TestClient, headers: dict, kb: str) -> dict[str, list[st
 def test_backend_is_a_knowledge_base_setting(milvus_client):
     tenant = create_tenant(milvus_client)
     created = milvus_client.post("/v1/knowledge-bases", json={"name": "m", "backend": "milvus"}, headers=tenant)
-    assert created.status_code == 201 and created.json()["backend"] == "milvus"
+    assert created.status_code == 201
+    assert created.json()["backend"] == "milvus"
     default = milvus_client.post("/v1/knowledge-bases", json={"name": "l"}, headers=tenant).json()
     assert default["backend"] == "local"
     rejected = milvus_client.post("/v1/knowledge-bases", json={"name": "x", "backend": "elastic"}, headers=tenant)
@@ -104,7 +105,8 @@ def test_migration_copies_stored_embeddings_without_embedding(milvus_client, emb
     assert sum(overlap) / len(overlap) >= 0.95, overlap
     hits = milvus_client.post("/v1/knowledge-bases/live/search", json={"query": "aspirin myocardial infarction"},
                               headers=tenant).json()["hits"]
-    assert hits[0]["document_id"] == "aspirin" and hits[0]["ranks"] == {"bm25": 1, "dense": 1}
+    assert hits[0]["document_id"] == "aspirin"
+    assert hits[0]["ranks"] == {"bm25": 1, "dense": 1}
     again = milvus_client.post("/v1/knowledge-bases/medical/migrate", json={"to": "milvus"}, headers=tenant)
     assert again.status_code == 409
     # A second request that passed the route's check before the first one finished stops under the write lock.
@@ -163,7 +165,8 @@ def test_restart_reattaches_and_delete_drops_the_collection(milvus_settings, mil
     with TestClient(create_app(milvus_settings, embedder=FakeEmbedder(), generator=FakeGenerator())) as client:
         hits = client.post("/v1/knowledge-bases/medical/search", json={"query": "insulin glucose"},
                            headers=tenant).json()["hits"]
-        assert hits[0]["document_id"] == "insulin" and hits[0]["ranks"] == {"bm25": 1, "dense": 1}
+        assert hits[0]["document_id"] == "insulin"
+        assert hits[0]["ranks"] == {"bm25": 1, "dense": 1}
         assert client.delete("/v1/knowledge-bases/medical", headers=tenant).status_code == 204
     assert not MilvusStore(milvus_lite_uri).client.has_collection(collection_name(kb["id"]))
 
@@ -181,10 +184,12 @@ def test_dense_index_moves_to_hnsw_past_the_threshold(milvus_lite_uri):
     collection.add(chunks[:15])
     assert collection._index_type == "FLAT"
     collection.add(chunks[15:])
-    assert collection._index_type == "HNSW" and len(collection) == 30
+    assert collection._index_type == "HNSW"
+    assert len(collection) == 30
     assert collection.search_dense(vectors[7], 1)[0].rowid == 8
     other_tenant = MilvusCollection(collection.store, knowledge_base_id="kb_threshold", tenant_id="tnt_b",
                                     dimension=8, analyzer=Analyzer())
     other_tenant.load(None)
-    assert other_tenant.search_dense(vectors[7], 5) == [] and other_tenant.search_bm25("chunk", 5) == []
+    assert other_tenant.search_dense(vectors[7], 5) == []
+    assert other_tenant.search_bm25("chunk", 5) == []
     collection.store.drop("kb_threshold")
