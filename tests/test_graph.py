@@ -12,7 +12,7 @@ from generation.registry import BackboneSpec
 from retrievers.base import IndexedChunk
 from retrievers.graph import GraphRetriever, local_search, store as store_module
 from retrievers.graph.communities import CommunityIndex
-from retrievers.graph.extraction import EntityExtractor
+from retrievers.graph.extraction import EntityExtractor, is_proper_name
 from retrievers.graph.linking import VECTORS_FILE, EntityNameIndex
 from retrievers.graph.llm_extraction import LLMExtractor, parse_extraction
 from retrievers.graph.local_search import WalkMatrix
@@ -350,19 +350,26 @@ class TestNameLinking:
         embedder = FakeEmbedder()
         retriever = GraphRetriever(embedder=embedder)
         retriever.add(FILM_CHUNKS)
-        entities = retriever.store.entity_count
-        assert retriever.sync_names() == entities
+        names = proper_name_count(retriever)
+        assert retriever.sync_names() == names
         assert embedder.calls == 1
         assert retriever.sync_names() == 0
+        entities = retriever.store.entity_count
         retriever.add([chunk(9, "Emil Ortwin Krause also directed Night Ferry.")])
-        added = retriever.store.entity_count - entities  # "Night Ferry" and the phrase "also directed"
-        assert added == 2
-        assert retriever.sync_names() == added
+        # Two new entities, "Night Ferry" and the phrase "also directed"; only the name is embedded.
+        assert retriever.store.entity_count - entities == 2
+        assert retriever.sync_names() == 1
         assert embedder.calls == 2
-        assert len(retriever.names) == entities + added
+        assert len(retriever.names) == names + 1
         retriever.delete([9, 5])
         retriever.sync_names()
-        assert len(retriever.names) == retriever.store.entity_count
+        assert len(retriever.names) == proper_name_count(retriever)
+
+    def test_lower_case_phrases_are_not_embedded(self):
+        retriever = GraphRetriever(embedder=FakeEmbedder())
+        retriever.add([chunk(1, "The seasonal rainfall levels rose near Lake Odell.")])
+        assert retriever.sync_names() == 1
+        assert [retriever.store.names[entity] for entity in retriever.names._row] == ["Lake Odell"]
 
     def test_removed_rows_are_reused(self):
         index = EntityNameIndex(2, "test")
@@ -392,7 +399,11 @@ class TestNameLinking:
 
         loaded = GraphRetriever(embedder=OtherEmbedder())
         loaded.load(tmp_path)
-        assert loaded.sync_names() == loaded.store.entity_count
+        assert loaded.sync_names() == proper_name_count(loaded)
+
+
+def proper_name_count(retriever: GraphRetriever) -> int:
+    return sum(is_proper_name(name) for name in retriever.store.names.values())
 
 
 VALID_EXTRACTION = json.dumps({

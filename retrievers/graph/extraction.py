@@ -3,8 +3,8 @@
 The extractor reads plain text sentence by sentence and returns each sentence's entity mentions in order.
 Relations are not extracted explicitly; the graph links entities that share a sentence or a chunk.
 
-NOTE: extraction by a language model, for generators able to follow a JSON schema, is not implemented, so every
-knowledge base uses this extractor.
+This is the default extractor. A knowledge base whose generator is marked capable extracts with it instead
+(`retrievers.graph.llm_extraction`) and falls back to this one for a chunk whose model output stays invalid.
 """
 
 import re
