@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+# The rule to show a client, in words, for each pattern that a request field must match.
+PATTERN_RULES = {NAME_PATTERN: NAME_RULE}
 
 
 class RequestModel(BaseModel):
@@ -17,7 +19,7 @@ class RequestModel(BaseModel):
 
 class TenantCreate(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description=f"Unique tenant name, {NAME_RULE}.")
-    role: str = Field("read-write", pattern="^(read-write|read-only)$", description="Role of the first API key.")
+    role: Literal["read-write", "read-only"] = Field("read-write", description="Role of the first API key.")
 
 
 class TenantCreated(BaseModel):

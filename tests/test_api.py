@@ -146,6 +146,49 @@ class TestUnknownFields:
             assert response.json()["detail"].startswith("request body must be a JSON object")
 
 
+class TestValidationMessages:
+    def test_top_k_out_of_range_names_range(self, client, tenant):
+        create_kb(client, tenant)
+        for route, maximum in (("search", 1000), ("query", 50)):
+            for top_k in (0, 100000):
+                response = client.post(f"/v1/knowledge-bases/medical/{route}", json={"query": "x", "top_k": top_k},
+                                       headers=tenant)
+                assert response.status_code == 422
+                assert response.json()["detail"] == f"top_k must be between 1 and {maximum}; got {top_k}"
+
+    def test_missing_query_names_field(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search", json={"top_k": 3}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "missing required field 'query'"
+
+    def test_query_parameters_name_range(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.get("/v1/knowledge-bases/medical/documents?limit=0", headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "limit must be between 1 and 1000; got 0"
+
+        response = client.get("/v1/knowledge-bases/medical/graph/entities", headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "missing required query parameter 'q'"
+
+    def test_invalid_choice_lists_choices(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "x", "backend": "faiss"}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "backend must be one of 'local', 'milvus'; got \"faiss\""
+
+    def test_invalid_name_gives_rule(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "../etc"}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("invalid name \"../etc\"; use 1-64 characters")
+
+    def test_invalid_tenant_role_lists_roles(self, client):
+        response = client.post("/v1/tenants", json={"name": "other", "role": "admin"},
+                               headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert response.status_code == 422
+        assert response.json()["detail"] == "role must be one of 'read-write', 'read-only'; got \"admin\""
+
+
 @BOTH_INDEX_BACKENDS
 class TestIngestionAndSearch:
     def test_ndjson_upload_then_search(self, client, tenant):
