@@ -50,6 +50,12 @@ class KnowledgeBasePublic(BaseModel):
     created_at: str
 
 
+class KnowledgeBaseDeleted(BaseModel):
+    id: str
+    name: str
+    deleted_aliases: list[str] = Field(description="Aliases that pointed to the knowledge base, deleted with it.")
+
+
 class MigrationRequest(RequestModel):
     to: Literal["milvus"] = Field(description="The backend to move the knowledge base's BM25 and dense indices to.")
 

@@ -56,7 +56,9 @@ class TestKnowledgeBases:
         assert client.get(f"/v1/knowledge-bases/{created['id']}", headers=tenant).json()["name"] == "medical"
         assert client.get("/v1/knowledge-bases/medical", headers=tenant).json()["id"] == created["id"]
 
-        assert client.delete("/v1/knowledge-bases/medical", headers=tenant).status_code == 204
+        deleted = client.delete("/v1/knowledge-bases/medical", headers=tenant)
+        assert deleted.status_code == 200
+        assert deleted.json() == {"id": created["id"], "name": "medical", "deleted_aliases": []}
         assert client.get("/v1/knowledge-bases/medical", headers=tenant).status_code == 404
 
     def test_unknown_knowledge_base_is_404(self, client, tenant):
@@ -348,6 +350,19 @@ class TestAliases:
         assert swapped["knowledge_base_name"] == "v2"
         hits = client.post("/v1/knowledge-bases/live/search", json={"query": "guideline"}, headers=tenant).json()["hits"]
         assert [hit["document_id"] for hit in hits] == ["new"]
+
+    def test_deleting_knowledge_base_reports_its_aliases(self, client, tenant):
+        create_kb(client, tenant, "v1")
+        create_kb(client, tenant, "v2")
+        for alias, target in (("live", "v1"), ("canary", "v1"), ("next", "v2")):
+            assert client.put(f"/v1/aliases/{alias}", json={"knowledge_base": target}, headers=tenant).status_code == 200
+
+        response = client.delete("/v1/knowledge-bases/live", headers=tenant)
+        assert response.status_code == 200
+        assert response.json()["name"] == "v1"
+        assert response.json()["deleted_aliases"] == ["canary", "live"]
+        assert [row["name"] for row in client.get("/v1/aliases", headers=tenant).json()["data"]] == ["next"]
+        assert client.get("/v1/knowledge-bases/live", headers=tenant).status_code == 404
 
     def test_alias_to_missing_knowledge_base_is_404(self, client, tenant):
         response = client.put("/v1/aliases/live", json={"knowledge_base": "ghost"}, headers=tenant)
