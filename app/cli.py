@@ -43,6 +43,10 @@ def ingest(args: argparse.Namespace) -> int:
     """Upload files or folders in batches and show a progress bar over the documents processed."""
     from tqdm import tqdm
 
+    if args.backend is not None and not args.create:
+        print("error: --backend sets the backend of a knowledge base that --create creates; add --create, or "
+              "use `domainrag migrate` to move an existing knowledge base to milvus", file=sys.stderr)
+        return 2
     paths = []
     for argument in args.paths:
         path = Path(argument)
@@ -60,7 +64,13 @@ def ingest(args: argparse.Namespace) -> int:
         return 2
     client = DomainRagClient(args.url, api_key=args.api_key)
     if args.create:
-        client.create_or_get_knowledge_base(args.kb)
+        knowledge_base = client.create_or_get_knowledge_base(args.kb, backend=args.backend)
+        if args.backend is not None and knowledge_base["backend"] != args.backend:
+            move = f", move it with `domainrag migrate {args.kb} --to milvus`" if args.backend == "milvus" else ""
+            print(f"error: knowledge base {args.kb!r} already exists on the {knowledge_base['backend']} backend, "
+                  f"not {args.backend}; drop --backend to upload into it{move}, or choose another --kb",
+                  file=sys.stderr)
+            return 2
 
     totals = {"processed": 0, "failed": 0, "unchanged": 0}
     with tqdm(total=len(paths), unit="file", desc=f"ingest into {args.kb}") as progress:
@@ -231,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
     command.add_argument("--kb", required=True, help="knowledge base name, id or alias")
     command.add_argument("--create", action="store_true", help="create the knowledge base if it does not exist")
+    command.add_argument("--backend", choices=["local", "milvus"],
+                         help="with --create: index backend of the new knowledge base (default: the service's "
+                         "DOMAINRAG_DEFAULT_BACKEND)")
     _service_options(command)
     command.set_defaults(handler=ingest)
 

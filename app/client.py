@@ -143,11 +143,15 @@ class DomainRagClient:
     def get_knowledge_base(self, name: str) -> dict[str, Any]:
         return self._tenant_request("GET", f"/v1/knowledge-bases/{quote(name, safe='')}").json()
 
-    def create_or_get_knowledge_base(self, name: str) -> dict[str, Any]:
-        """Create the knowledge base, or fetch it when the name already exists (HTTP 409)."""
-        response = self._tenant_request(
-            "POST", "/v1/knowledge-bases", expected=(201, 409), json={"name": name}
-        )
+    def create_or_get_knowledge_base(self, name: str, backend: str | None = None) -> dict[str, Any]:
+        """Create the knowledge base, or fetch it when the name already exists (HTTP 409).
+
+        ``backend`` ("local" or "milvus") applies only to a knowledge base that this call creates; None
+        leaves the choice to the service's DOMAINRAG_DEFAULT_BACKEND. Compare the returned ``backend``
+        to see whether an existing knowledge base is on another one.
+        """
+        body = {"name": name} if backend is None else {"name": name, "backend": backend}
+        response = self._tenant_request("POST", "/v1/knowledge-bases", expected=(201, 409), json=body)
         if response.status_code == 201:
             return response.json()
         return self.get_knowledge_base(name)

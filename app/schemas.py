@@ -2,15 +2,24 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+# The rule to show a client, in words, for each pattern that a request field must match.
+PATTERN_RULES = {NAME_PATTERN: NAME_RULE}
 
 
-class TenantCreate(BaseModel):
+class RequestModel(BaseModel):
+    """Base of every JSON request body. It rejects unknown fields with a 422, so that a misspelt option is not
+    silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description=f"Unique tenant name, {NAME_RULE}.")
-    role: str = Field("read-write", pattern="^(read-write|read-only)$", description="Role of the first API key.")
+    role: Literal["read-write", "read-only"] = Field("read-write", description="Role of the first API key.")
 
 
 class TenantCreated(BaseModel):
@@ -19,7 +28,7 @@ class TenantCreated(BaseModel):
     api_key: str = Field(description="Shown once; only a salted hash is stored.")
 
 
-class KnowledgeBaseCreate(BaseModel):
+class KnowledgeBaseCreate(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description=f"Name unique within the tenant, {NAME_RULE}.")
     chunk_size: int | None = Field(None, ge=16, description="Chunk size in embedder tokens; defaults to settings.")
     chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in embedder tokens.")
@@ -41,7 +50,13 @@ class KnowledgeBasePublic(BaseModel):
     created_at: str
 
 
-class MigrationRequest(BaseModel):
+class KnowledgeBaseDeleted(BaseModel):
+    id: str
+    name: str
+    deleted_aliases: list[str] = Field(description="Aliases that pointed to the knowledge base, deleted with it.")
+
+
+class MigrationRequest(RequestModel):
     to: Literal["milvus"] = Field(description="The backend to move the knowledge base's BM25 and dense indices to.")
 
 
@@ -56,7 +71,7 @@ class KnowledgeBaseList(BaseModel):
     count: int
 
 
-class AliasUpdate(BaseModel):
+class AliasUpdate(RequestModel):
     knowledge_base: str = Field(min_length=1, description="Name or id of the knowledge base the alias points to.")
 
 
@@ -117,7 +132,7 @@ class DocumentList(BaseModel):
     limit: int
 
 
-class _QueryText(BaseModel):
+class _QueryText(RequestModel):
     query: str = Field(min_length=1, max_length=4000)
 
     @field_validator("query")
@@ -131,7 +146,7 @@ class _QueryText(BaseModel):
 RerankMode = Literal["none", "llm", "cross-encoder"]
 
 
-class _Rerank(BaseModel):
+class _Rerank(RequestModel):
     rerank: RerankMode = Field("none", description="Rerank the fused candidates: 'none', 'llm' (the generator "
                                "judges each passage, RankRAG-style) or 'cross-encoder' (DOMAINRAG_CROSS_ENCODER).")
     rerank_candidates: int = Field(20, ge=1, le=200, description="Fused candidates that the reranker scores.")

@@ -121,6 +121,26 @@ def connect(args: argparse.Namespace) -> DomainRagClient:
     return client
 
 
+def connect_and_ingest(args: argparse.Namespace, documents: Iterable[dict[str, Any]]) -> DomainRagClient:
+    """Connect as ``connect(args)`` does, upload ``documents`` into ``args.kb`` and return the client.
+
+    With --skip-ingest nothing is uploaded and ``documents`` is not read. The upload goes in batches of
+    --batch-size and logs its duration and the number of failed documents.
+    """
+    client = connect(args)
+    if args.skip_ingest:
+        return client
+    try:
+        started = time.perf_counter()
+        jobs = client.upload_documents(args.kb, documents, batch_size=args.batch_size)
+        failed = sum(int(job.get("failed") or 0) for job in jobs)
+        logger.info("ingested the corpus in %.1f s with %d failed documents", time.perf_counter() - started, failed)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 def write_secret(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable only by the owner, replacing any content."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -25,7 +25,7 @@ from benchmarks.common import (
     SHARED_DATA_DIR,
     add_service_arguments,
     configure_logging,
-    connect,
+    connect_and_ingest,
     format_table,
     median_ms,
     parse_retriever_config,
@@ -111,17 +111,7 @@ def run(args: argparse.Namespace) -> int:
         questions = questions[: args.limit]
     logger.info("loaded %d questions from %s", len(questions), args.data)
 
-    with connect(args) as client:
-        if not args.skip_ingest:
-            started = time.perf_counter()
-            jobs = client.upload_documents(
-                args.kb, corpus_documents(args.data / "corpus.jsonl"), batch_size=args.batch_size
-            )
-            failed = sum(int(job.get("failed") or 0) for job in jobs)
-            logger.info(
-                "ingested the corpus in %.1f s with %d failed documents", time.perf_counter() - started, failed
-            )
-
+    with connect_and_ingest(args, corpus_documents(args.data / "corpus.jsonl")) as client:
         rows = []
         for retrievers in args.retrievers:
             logger.info("evaluating retrievers %s", ",".join(retrievers))

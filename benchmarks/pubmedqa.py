@@ -36,7 +36,7 @@ from benchmarks.common import (
     add_retriever_argument,
     add_service_arguments,
     configure_logging,
-    connect,
+    connect_and_ingest,
     format_table,
     median_ms,
     read_jsonl,
@@ -237,17 +237,7 @@ def run(args: argparse.Namespace) -> int:
         logger.info("wrote %d training lines to %s", min(args.export_limit, len(questions)), args.export_training)
         return 0
 
-    with connect(args) as client:
-        if not args.skip_ingest:
-            started = time.perf_counter()
-            jobs = client.upload_documents(
-                args.kb, corpus_documents(args.data / "corpus.jsonl"), batch_size=args.batch_size
-            )
-            failed = sum(int(job.get("failed") or 0) for job in jobs)
-            logger.info(
-                "ingested the corpus in %.1f s with %d failed documents", time.perf_counter() - started, failed
-            )
-
+    with connect_and_ingest(args, corpus_documents(args.data / "corpus.jsonl")) as client:
         search_rows = []
         for retrievers in [] if args.skip_search else args.retrievers:
             logger.info("evaluating retrievers %s", ",".join(retrievers))

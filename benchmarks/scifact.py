@@ -14,7 +14,6 @@ import argparse
 import csv
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from benchmarks.common import (
     add_retriever_argument,
     add_service_arguments,
     configure_logging,
-    connect,
+    connect_and_ingest,
     format_table,
     read_jsonl,
     run_reporting_errors,
@@ -133,17 +132,7 @@ def run(args: argparse.Namespace) -> int:
         qrels = dict(list(qrels.items())[: args.limit])
     logger.info("loaded %d queries with qrels from split %s", len(qrels), args.split)
 
-    with connect(args) as client:
-        if not args.skip_ingest:
-            started = time.perf_counter()
-            jobs = client.upload_documents(
-                args.kb, corpus_documents(args.data / "corpus.jsonl"), batch_size=args.batch_size
-            )
-            failed = sum(int(job.get("failed") or 0) for job in jobs)
-            logger.info(
-                "ingested the corpus in %.1f s with %d failed documents", time.perf_counter() - started, failed
-            )
-
+    with connect_and_ingest(args, corpus_documents(args.data / "corpus.jsonl")) as client:
         rows = []
         for retrievers in args.retrievers:
             for rerank in args.rerank:

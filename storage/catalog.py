@@ -287,6 +287,9 @@ class _SQLite:
     def lock_knowledge_base(self, connection: sqlite3.Connection, knowledge_base_id: str) -> None:
         """Writers are already serialised by BEGIN IMMEDIATE."""
 
+    def lock_knowledge_base_for_delete(self, connection: sqlite3.Connection, knowledge_base_id: str) -> None:
+        """Writers are already serialised by BEGIN IMMEDIATE."""
+
 
 class _PostgreSQLConnection:
     """A psycopg connection that takes the catalog's `?` placeholders, like sqlite3."""
@@ -359,6 +362,13 @@ class _PostgreSQL:
         the knowledge base (jobs, aliases).
         """
         connection.execute("SELECT 1 FROM knowledge_bases WHERE id = ? FOR NO KEY UPDATE", (knowledge_base_id,))
+
+    def lock_knowledge_base_for_delete(self, connection: _PostgreSQLConnection, knowledge_base_id: str) -> None:
+        """Block new rows that reference the knowledge base (aliases, jobs) until this transaction commits.
+
+        An insert's foreign key check takes FOR KEY SHARE on the referenced row, which FOR UPDATE blocks.
+        """
+        connection.execute("SELECT 1 FROM knowledge_bases WHERE id = ? FOR UPDATE", (knowledge_base_id,))
 
 
 @lru_cache(maxsize=512)
@@ -589,11 +599,17 @@ class Catalog:
         with self._transaction() as connection:
             connection.execute("UPDATE knowledge_bases SET backend = ? WHERE id = ?", (backend, knowledge_base_id))
 
-    def delete_knowledge_base(self, knowledge_base_id: str) -> None:
+    def delete_knowledge_base(self, knowledge_base_id: str) -> list[str]:
+        """Delete a knowledge base with everything that references it, and return the names of its deleted aliases."""
         with self._transaction() as connection:
+            # Until this commits, no alias can be pointed at the knowledge base, so the list below is complete.
+            self._dialect.lock_knowledge_base_for_delete(connection, knowledge_base_id)
+            aliases = connection.execute("DELETE FROM aliases WHERE knowledge_base_id = ? RETURNING name",
+                                         (knowledge_base_id,)).fetchall()
             connection.execute("DELETE FROM chunk_log WHERE knowledge_base_id = ?", (knowledge_base_id,))
             connection.execute("DELETE FROM log_readers WHERE knowledge_base_id = ?", (knowledge_base_id,))
             connection.execute("DELETE FROM knowledge_bases WHERE id = ?", (knowledge_base_id,))
+        return sorted(row["name"] for row in aliases)
 
     def set_alias(self, *, tenant_id: str, name: str, knowledge_base_id: str) -> str:
         updated_at = utc_now()

@@ -1,11 +1,16 @@
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,6 +19,7 @@ from app.settings import Settings
 from tests.fakes import FakeEmbedder, FakeGenerator
 
 ADMIN_KEY = "test-admin-key"
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -152,3 +158,75 @@ MEDICAL_DOCUMENTS = [
     {"id": "insulin", "title": "Insulin therapy",
      "text": "Insulin therapy controls blood glucose in type 1 diabetes. Hypoglycaemia is the main risk."},
 ]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        return listener.getsockname()[1]
+
+
+class ServiceProcess:
+    """`domainrag serve` in a subprocess on a loopback port, with the real embedder and the extractive generator.
+
+    The test starts, stops and kills it, and its output goes to log_path. `environment` adds or overrides
+    DOMAINRAG_* variables, for example a shared catalog's DOMAINRAG_DATABASE_URL.
+    """
+
+    def __init__(self, data_dir: Path, log_path: Path, *, name: str = "service", port: int | None = None,
+                 environment: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.environment = {**os.environ, "DOMAINRAG_DATA_DIR": str(data_dir), "DOMAINRAG_ADMIN_KEY": ADMIN_KEY,
+                            "DOMAINRAG_GENERATOR": "extractive", "DOMAINRAG_HOST": "127.0.0.1",
+                            "DOMAINRAG_PORT": str(self.port), "DOMAINRAG_RATE_LIMIT_PER_SECOND": "0",
+                            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(environment or {})}
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 240.0, log_level: str = "WARNING") -> None:
+        """Launch the process and wait until /readyz returns 200."""
+        self.launch(log_level)
+        self.wait_ready(timeout)
+
+    def launch(self, log_level: str = "WARNING") -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--log-level", log_level],
+                                            cwd=REPOSITORY, env=self.environment, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode} during start-up; "
+                                     f"log:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        """Send SIGTERM and return the exit status, or None when it had to be killed or never started."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            return None
+
+    def log_tail(self, characters: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]

@@ -56,7 +56,9 @@ class TestKnowledgeBases:
         assert client.get(f"/v1/knowledge-bases/{created['id']}", headers=tenant).json()["name"] == "medical"
         assert client.get("/v1/knowledge-bases/medical", headers=tenant).json()["id"] == created["id"]
 
-        assert client.delete("/v1/knowledge-bases/medical", headers=tenant).status_code == 204
+        deleted = client.delete("/v1/knowledge-bases/medical", headers=tenant)
+        assert deleted.status_code == 200
+        assert deleted.json() == {"id": created["id"], "name": "medical", "deleted_aliases": []}
         assert client.get("/v1/knowledge-bases/medical", headers=tenant).status_code == 404
 
     def test_unknown_knowledge_base_is_404(self, client, tenant):
@@ -72,7 +74,7 @@ class TestKnowledgeBases:
     def test_invalid_name_is_422(self, client, tenant):
         response = client.post("/v1/knowledge-bases", json={"name": "../etc"}, headers=tenant)
         assert response.status_code == 422
-        assert response.json()["detail"][0]["loc"] == ["body", "name"]
+        assert response.json()["errors"][0]["loc"] == ["body", "name"]
 
     def test_overlap_not_below_size_is_422(self, client, tenant):
         response = client.post("/v1/knowledge-bases", json={"name": "x", "chunk_size": 50, "chunk_overlap": 50},
@@ -84,6 +86,109 @@ class TestKnowledgeBases:
         response = client.post("/v1/knowledge-bases", json={"name": "x", "chunk_size": 10_000}, headers=tenant)
         assert response.status_code == 422
         assert "exceeds the embedder's input limit of 256 tokens" in response.json()["detail"]
+
+
+class TestUnknownFields:
+    # (method, path, body with one misspelt field, the misspelt name, the field it was meant to be)
+    CASES = [
+        ("POST", "/v1/tenants", {"name": "other", "rol": "read-only"}, "rol", "role"),
+        ("POST", "/v1/keys", {"roles": "read-only"}, "roles", "role"),
+        ("POST", "/v1/knowledge-bases", {"name": "x", "backnd": "milvus"}, "backnd", "backend"),
+        ("POST", "/v1/knowledge-bases/medical/migrate", {"too": "milvus"}, "too", "to"),
+        ("PUT", "/v1/aliases/live", {"knowledge_bases": "medical"}, "knowledge_bases", "knowledge_base"),
+        ("POST", "/v1/knowledge-bases/medical/search", {"query": "x", "top_k": 5, "retreivers": ["bm25"]},
+         "retreivers", "retrievers"),
+        ("POST", "/v1/knowledge-bases/medical/query", {"query": "x", "max_tokens": 20}, "max_tokens",
+         "max_new_tokens"),
+    ]
+
+    def test_every_request_body_rejects_them(self, client, tenant):
+        create_kb(client, tenant)
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        for method, path, body, unknown, meant in self.CASES:
+            headers = admin if path == "/v1/tenants" else tenant
+            response = client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 422, (path, response.text)
+            detail = response.json()["detail"]
+            assert f"unknown field {unknown!r} (did you mean {meant!r}?); valid fields are: " in detail, detail
+            unknown_errors = [error for error in response.json()["errors"] if error["type"] == "extra_forbidden"]
+            assert [error["loc"] for error in unknown_errors] == [["body", unknown]]
+
+    def test_message_lists_valid_fields(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "x", "shards": 2}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == ("unknown field 'shards'; valid fields are: backend, chunk_overlap, "
+                                             "chunk_size, generator, name")
+
+    def test_rejected_body_changes_nothing(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "x", "backnd": "milvus"}, headers=tenant)
+        assert response.status_code == 422
+        assert client.get("/v1/knowledge-bases", headers=tenant).json()["count"] == 0
+
+    def test_unknown_and_invalid_fields_reported_together(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search", json={"query": "x", "top_k": 0, "topk": 3},
+                               headers=tenant)
+        assert response.status_code == 422
+        assert [error["loc"] for error in response.json()["errors"]] == [["body", "top_k"], ["body", "topk"]]
+        assert "unknown field 'topk' (did you mean 'top_k'?)" in response.json()["detail"]
+
+    def test_invalid_json_names_the_position(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search", content=b'{"query": ',
+                               headers={**tenant, "Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("request body is not valid JSON (Expecting value at character 10)")
+
+    def test_body_that_is_not_an_object(self, client, tenant):
+        create_kb(client, tenant)
+        for body in (["aspirin"], "aspirin"):
+            response = client.post("/v1/knowledge-bases/medical/search", json=body, headers=tenant)
+            assert response.status_code == 422
+            assert response.json()["detail"].startswith("request body must be a JSON object")
+
+
+class TestValidationMessages:
+    def test_top_k_out_of_range_names_range(self, client, tenant):
+        create_kb(client, tenant)
+        for route, maximum in (("search", 1000), ("query", 50)):
+            for top_k in (0, 100000):
+                response = client.post(f"/v1/knowledge-bases/medical/{route}", json={"query": "x", "top_k": top_k},
+                                       headers=tenant)
+                assert response.status_code == 422
+                assert response.json()["detail"] == f"top_k must be between 1 and {maximum}; got {top_k}"
+
+    def test_missing_query_names_field(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.post("/v1/knowledge-bases/medical/search", json={"top_k": 3}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "missing required field 'query'"
+
+    def test_query_parameters_name_range(self, client, tenant):
+        create_kb(client, tenant)
+        response = client.get("/v1/knowledge-bases/medical/documents?limit=0", headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "limit must be between 1 and 1000; got 0"
+
+        response = client.get("/v1/knowledge-bases/medical/graph/entities", headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "missing required query parameter 'q'"
+
+    def test_invalid_choice_lists_choices(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "x", "backend": "faiss"}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"] == "backend must be one of 'local', 'milvus'; got \"faiss\""
+
+    def test_invalid_name_gives_rule(self, client, tenant):
+        response = client.post("/v1/knowledge-bases", json={"name": "../etc"}, headers=tenant)
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("invalid name \"../etc\"; use 1-64 characters")
+
+    def test_invalid_tenant_role_lists_roles(self, client):
+        response = client.post("/v1/tenants", json={"name": "other", "role": "admin"},
+                               headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert response.status_code == 422
+        assert response.json()["detail"] == "role must be one of 'read-write', 'read-only'; got \"admin\""
 
 
 @BOTH_INDEX_BACKENDS
@@ -123,7 +228,7 @@ class TestIngestionAndSearch:
         for query in ["", "   "]:
             response = client.post("/v1/knowledge-bases/medical/search", json={"query": query}, headers=tenant)
             assert response.status_code == 422
-            assert response.json()["detail"][0]["loc"] == ["body", "query"]
+            assert response.json()["errors"][0]["loc"] == ["body", "query"]
 
     def test_malformed_ndjson_line_reported_others_ingested(self, client, tenant):
         create_kb(client, tenant)
@@ -245,6 +350,19 @@ class TestAliases:
         assert swapped["knowledge_base_name"] == "v2"
         hits = client.post("/v1/knowledge-bases/live/search", json={"query": "guideline"}, headers=tenant).json()["hits"]
         assert [hit["document_id"] for hit in hits] == ["new"]
+
+    def test_deleting_knowledge_base_reports_its_aliases(self, client, tenant):
+        create_kb(client, tenant, "v1")
+        create_kb(client, tenant, "v2")
+        for alias, target in (("live", "v1"), ("canary", "v1"), ("next", "v2")):
+            assert client.put(f"/v1/aliases/{alias}", json={"knowledge_base": target}, headers=tenant).status_code == 200
+
+        response = client.delete("/v1/knowledge-bases/live", headers=tenant)
+        assert response.status_code == 200
+        assert response.json()["name"] == "v1"
+        assert response.json()["deleted_aliases"] == ["canary", "live"]
+        assert [row["name"] for row in client.get("/v1/aliases", headers=tenant).json()["data"]] == ["next"]
+        assert client.get("/v1/knowledge-bases/live", headers=tenant).status_code == 404
 
     def test_alias_to_missing_knowledge_base_is_404(self, client, tenant):
         response = client.put("/v1/aliases/live", json={"knowledge_base": "ghost"}, headers=tenant)
@@ -368,4 +486,4 @@ class TestRerank:
         response = client.post("/v1/knowledge-bases/medical/search", json={"query": "insulin", "rerank": "magic"},
                                headers=tenant)
         assert response.status_code == 422
-        assert response.json()["detail"][0]["loc"] == ["body", "rerank"]
+        assert response.json()["errors"][0]["loc"] == ["body", "rerank"]

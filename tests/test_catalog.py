@@ -152,3 +152,22 @@ class TestChunkLog:
                 assert other.changes_since(knowledge_base_id, 0) == []
         finally:
             other.close()
+
+
+class TestKnowledgeBaseDeletion:
+    def test_returns_deleted_aliases(self, catalog):
+        tenant_id, knowledge_base_id = knowledge_base(catalog)
+        other = catalog.create_knowledge_base(tenant_id=tenant_id, name="other", chunk_size=64, chunk_overlap=8)
+        catalog.set_alias(tenant_id=tenant_id, name="live", knowledge_base_id=knowledge_base_id)
+        catalog.set_alias(tenant_id=tenant_id, name="canary", knowledge_base_id=knowledge_base_id)
+        catalog.set_alias(tenant_id=tenant_id, name="next", knowledge_base_id=other.id)
+
+        assert catalog.delete_knowledge_base(knowledge_base_id) == ["canary", "live"]
+        assert [row["name"] for row in catalog.list_aliases(tenant_id=tenant_id)] == ["next"]
+        assert catalog.get_knowledge_base(knowledge_base_id) is None
+
+    def test_without_aliases_returns_empty_list(self, catalog):
+        _, knowledge_base_id = knowledge_base(catalog)
+        add_document(catalog, knowledge_base_id, "doc")
+        assert catalog.delete_knowledge_base(knowledge_base_id) == []
+        assert catalog.changes_since(knowledge_base_id, 0) == []

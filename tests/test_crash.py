@@ -17,10 +17,7 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,9 +27,7 @@ import pytest
 
 from storage.catalog import Catalog
 from storage.knowledge_base import MANIFEST, IndexRegistry
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-ADMIN_KEY = "crash-admin-key"
+from tests.conftest import ADMIN_KEY, ServiceProcess
 KILLS = int(os.environ.get("DOMAINRAG_CRASH_KILLS", "20"))
 STABLE_DOCUMENTS = 60
 CHURN_BATCHES = 2
@@ -54,52 +49,6 @@ def churn_documents(batch: int, version: int) -> list[dict]:
              "text": f"{COMMON_TERM} churn record {number} of batch {batch}, version {version}: "
                      f"sensor {number % 7} drift {version * 3 + number % 13} units."}
             for number in range(CHURN_BATCH_DOCUMENTS)]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        return listener.getsockname()[1]
-
-
-class ServiceProcess:
-    """`domainrag serve` in a subprocess on a loopback port, started and killed by the test."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.environment = {**os.environ, "DOMAINRAG_DATA_DIR": str(data_dir), "DOMAINRAG_ADMIN_KEY": ADMIN_KEY,
-                            "DOMAINRAG_GENERATOR": "extractive", "DOMAINRAG_HOST": "127.0.0.1",
-                            "DOMAINRAG_PORT": str(self.port), "DOMAINRAG_RATE_LIMIT_PER_SECOND": "0",
-                            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 240.0, log_level: str = "WARNING") -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--log-level", log_level],
-                                            cwd=REPOSITORY, env=self.environment, stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"service exited with {self.process.returncode} during start-up; "
-                                     f"log:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"service not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def log_tail(self, characters: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-characters:]
 
 
 def post_ndjson(http: httpx.Client, headers: dict, documents: list[dict]) -> str:

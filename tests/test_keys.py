@@ -42,7 +42,7 @@ class TestTenantKeys:
     def test_invalid_role_is_422(self, client, tenant):
         response = client.post("/v1/keys", json={"role": "owner"}, headers=tenant)
         assert response.status_code == 422
-        assert response.json()["detail"][0]["loc"] == ["body", "role"]
+        assert response.json()["errors"][0]["loc"] == ["body", "role"]
 
     def test_revoked_key_is_401(self, client, tenant):
         created = client.post("/v1/keys", json={"role": "read-write"}, headers=tenant).json()

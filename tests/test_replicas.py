@@ -12,11 +12,8 @@ a replica opening a knowledge base loads the last snapshot in the shared directo
 """
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, TEST_DATABASE_URL, postgresql_schema
+from tests.conftest import ADMIN_KEY, TEST_DATABASE_URL, ServiceProcess, postgresql_schema
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,7 +29,6 @@ pytestmark = [
                        "DOMAINRAG_TEST_DATABASE_URL=postgresql://... (`bash .ci/run` starts a server and sets it)"),
 ]
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 SERVICE_PORTS = range(8230, 8240)
 FIRST_DOCUMENTS = 120  # keeps replica A busy for longer than B's 0.2 s between looks at the catalog
 SECOND_DOCUMENTS = 30
@@ -51,82 +47,41 @@ def free_service_port(taken: set[int]) -> int:
     raise RuntimeError(f"no free port in {SERVICE_PORTS.start}-{SERVICE_PORTS.stop - 1} for a test replica")
 
 
-class Replica:
-    def __init__(self, name: str, port: int, data_dir: Path, database_url: str, log_path: Path) -> None:
-        self.name = name
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.environment = {**os.environ, "DOMAINRAG_DATA_DIR": str(data_dir), "DOMAINRAG_DATABASE_URL": database_url,
-                            "DOMAINRAG_REPLICA_ID": name, "DOMAINRAG_ADMIN_KEY": ADMIN_KEY,
-                            "DOMAINRAG_GENERATOR": "extractive", "DOMAINRAG_HOST": "127.0.0.1",
-                            "DOMAINRAG_PORT": str(port), "DOMAINRAG_RATE_LIMIT_PER_SECOND": "0",
-                            "DOMAINRAG_JOB_POLL_INTERVAL_S": "0.2", "HF_HUB_OFFLINE": "1",
-                            "TRANSFORMERS_OFFLINE": "1"}
-        self.process: subprocess.Popen | None = None
+def make_replica(name: str, port: int, data_dir: Path, database_url: str, log_path: Path) -> ServiceProcess:
+    return ServiceProcess(data_dir, log_path, name=name, port=port,
+                          environment={"DOMAINRAG_DATABASE_URL": database_url, "DOMAINRAG_REPLICA_ID": name,
+                                       "DOMAINRAG_JOB_POLL_INTERVAL_S": "0.2"})
 
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--log-level", "INFO"],
-                                            cwd=REPOSITORY, env=self.environment, stdout=log,
-                                            stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"replica {self.name} exited with {self.process.returncode}; log:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"replica {self.name} not ready after {timeout:.0f} s; log:\n{self.tail()}")
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+def log_entries(replica: ServiceProcess) -> list[dict]:
+    entries = []
+    for line in replica.log_path.read_text(errors="replace").splitlines():
         try:
-            return self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            return None
-
-    def tail(self, characters: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-characters:]
-
-    def log_entries(self) -> list[dict]:
-        entries = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                continue
-        return entries
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
+def replicas(tmp_path: Path) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     data_dir = tmp_path / "data"
     with postgresql_schema() as database_url:
         first = free_service_port(set())
         second = free_service_port({first})
-        pair = (Replica("replica-a", first, data_dir, database_url, tmp_path / "a.log"),
-                Replica("replica-b", second, data_dir, database_url, tmp_path / "b.log"))
+        pair = (make_replica("replica-a", first, data_dir, database_url, tmp_path / "a.log"),
+                make_replica("replica-b", second, data_dir, database_url, tmp_path / "b.log"))
         try:
-            for replica in pair:  # both start together, so their schema migrations run concurrently
-                replica.start()
-            for replica in pair:
-                replica.wait_ready()
+            for process in pair:  # both start together, so their schema migrations run concurrently
+                process.launch(log_level="INFO")
+            for process in pair:
+                process.wait_ready()
             yield pair
         finally:
-            codes = [replica.stop() for replica in pair]
+            codes = [process.stop() for process in pair]
         # uvicorn exits with the signal's status after a graceful shutdown on SIGTERM (or with 0).
         assert all(code in (0, -signal.SIGTERM) for code in codes), \
-            f"replicas exited with {codes}; logs:\n{pair[0].tail()}\n{pair[1].tail()}"
+            f"replicas exited with {codes}; logs:\n{pair[0].log_tail()}\n{pair[1].log_tail()}"
 
 
 def documents(prefix: str, count: int) -> list[dict]:
@@ -190,8 +145,8 @@ def test_two_replicas_share_one_catalog(replicas):
 
         # Exactly once: across both replicas' logs, each job was started once and never resumed or re-run.
         runs: dict[str, list[str]] = {first_job: [], second_job: []}
-        for replica in (a, b):
-            for entry in replica.log_entries():
+        for process in (a, b):
+            for entry in log_entries(process):
                 if entry.get("message") in ("job started", "job resumed") and entry.get("job") in runs:
                     runs[entry["job"]].append(f"{entry['message']} on {entry.get('replica')}")
         assert runs[first_job] == ["job started on replica-a"], runs

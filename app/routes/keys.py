@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from app.deps import ServicesDep, TenantDep, WriterDep, require_admin
 from app.errors import NotFound
+from app.schemas import RequestModel
 from app.services import Services
 from storage.catalog import ApiKey, Tenant
 
@@ -24,7 +25,7 @@ admin_router = APIRouter(prefix="/v1/tenants/{tenant_id}/keys", tags=["keys"], d
 Role = Literal["read-only", "read-write"]
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     role: Role = Field("read-only", description="'read-only' (search, query, list) or 'read-write' (also change data).")
 
 

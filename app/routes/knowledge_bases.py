@@ -1,12 +1,12 @@
 import logging
 import time
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from app.deps import ReadableKnowledgeBase, ServicesDep, TenantDep, WritableKnowledgeBase, WriterDep
 from app.errors import Conflict, InvalidInput
-from app.schemas import (KnowledgeBaseCreate, KnowledgeBaseList, KnowledgeBasePublic, MigrationPublic,
-                         MigrationRequest)
+from app.schemas import (KnowledgeBaseCreate, KnowledgeBaseDeleted, KnowledgeBaseList, KnowledgeBasePublic,
+                         MigrationPublic, MigrationRequest)
 from app.services import Services
 from ingestion.chunking import ChunkingError, validate_chunking
 from storage.catalog import INTEGRITY_ERRORS, KnowledgeBase
@@ -65,13 +65,16 @@ def get_knowledge_base(knowledge_base: ReadableKnowledgeBase, services: Services
     return to_public(services, knowledge_base)
 
 
-@router.delete("/{kb}", status_code=204)
-def delete_knowledge_base(knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> Response:
-    """Delete a knowledge base with its documents, indices, jobs and the aliases that point to it."""
-    services.catalog.delete_knowledge_base(knowledge_base.id)
+@router.delete("/{kb}", response_model=KnowledgeBaseDeleted)
+def delete_knowledge_base(knowledge_base: WritableKnowledgeBase, services: ServicesDep) -> KnowledgeBaseDeleted:
+    """Delete a knowledge base with its documents, indices, jobs and the aliases that point to it.
+
+    The response lists those aliases, because a query through one of them now gets a 404."""
+    aliases = services.catalog.delete_knowledge_base(knowledge_base.id)
     services.indices.drop(knowledge_base.id, backend=knowledge_base.backend)
-    logger.info("knowledge base deleted", extra={"tenant": knowledge_base.tenant_id, "knowledge_base": knowledge_base.id})
-    return Response(status_code=204)
+    logger.info("knowledge base deleted", extra={"tenant": knowledge_base.tenant_id,
+                                                 "knowledge_base": knowledge_base.id, "deleted_aliases": len(aliases)})
+    return KnowledgeBaseDeleted(id=knowledge_base.id, name=knowledge_base.name, deleted_aliases=aliases)
 
 
 @router.post("/{kb}/migrate", response_model=MigrationPublic)
