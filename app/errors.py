@@ -5,6 +5,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from storage.knowledge_base import GraphIndexOff
+
 logger = logging.getLogger(__name__)
 
 
@@ -70,3 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(error, Unauthorized):
             headers.setdefault("WWW-Authenticate", "Bearer")
         return JSONResponse({"detail": error.message}, status_code=error.status_code, headers=headers)
+
+    @app.exception_handler(GraphIndexOff)
+    async def handle_graph_index_off(request: Request, error: GraphIndexOff) -> JSONResponse:
+        # The request names a graph feature that this deployment turned off, so the client has to change it.
+        return JSONResponse({"detail": str(error)}, status_code=InvalidInput.status_code)
