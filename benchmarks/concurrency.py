@@ -95,6 +95,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_schedule_seconds(pid: int) -> tuple[float, float]:
+    """Return the seconds a process's live threads have run on a core and waited in the run queue, summed.
+
+    Read from /proc/PID/task/*/schedstat (Linux); NaN where it is missing. A thread waiting for a lock or
+    the GIL sleeps and counts in neither, so run-queue time measures only cores taken by other work.
+    """
+    on_cpu = waiting = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return float("nan"), float("nan")
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # the thread exited meanwhile
+        # The first two fields are nanoseconds on a core and waiting in the run queue.
+        on_cpu += int(fields[0]) / 1e9
+        waiting += int(fields[1]) / 1e9
+    return on_cpu, waiting
+
+
 def resident_mib(pid: int) -> tuple[float, float]:
     """Return a process's resident memory now and at its peak, in MiB, from /proc (Linux); NaN where missing."""
     try:
@@ -120,9 +142,11 @@ def run_phase(url: str, api_key: str, knowledge_base: str, queries: list[str], c
 
     Besides throughput it reports the CPU time per request of the service and of the clients. On a machine
     shared with other work, requests/s falls with the load, while CPU per request depends much less on it
-    and so bounds what the service would do on idle cores.
+    and so bounds what the service would do on idle cores. It also reports how many cores the service used
+    and how many its threads waited for (run queue), and the mean of each stage of the responses' timings_ms.
     """
     latencies_ms: list[float] = []
+    stage_ms: dict[str, list[float]] = {}
     errors = 0
     lock = threading.Lock()
     sent = 0
@@ -140,15 +164,19 @@ def run_phase(url: str, api_key: str, knowledge_base: str, queries: list[str], c
                 started = time.perf_counter()
                 response = http.post(search_path(knowledge_base), json=search_body(queries[index % len(queries)]))
                 elapsed = 1000 * (time.perf_counter() - started)
+                timings = response.json().get("timings_ms", {}) if response.status_code == 200 else {}
                 with lock:
                     if response.status_code == 200:
                         latencies_ms.append(elapsed)
+                        for stage, value in timings.items():
+                            stage_ms.setdefault(stage, []).append(value)
                     else:
                         errors += 1
                 index += clients
 
     started = time.perf_counter()
     service_cpu, client_cpu = process_cpu_seconds(service_pid), time.process_time()
+    schedule = thread_schedule_seconds(service_pid)
     threads = [threading.Thread(target=client_loop, args=(offset,)) for offset in range(clients)]
     for thread in threads:
         thread.start()
@@ -157,11 +185,14 @@ def run_phase(url: str, api_key: str, knowledge_base: str, queries: list[str], c
     wall_s = time.perf_counter() - started
     service_cpu = process_cpu_seconds(service_pid) - service_cpu
     client_cpu = time.process_time() - client_cpu
+    on_cpu, waiting = (after - before for after, before in zip(thread_schedule_seconds(service_pid), schedule))
     requests = max(len(latencies_ms), 1)
     return {"clients": clients, "requests": len(latencies_ms), "errors": errors, "seconds": round(wall_s, 2),
             "requests_per_second": len(latencies_ms) / wall_s, "p50_ms": statistics.median(latencies_ms),
             "p95_ms": statistics.quantiles(latencies_ms, n=20)[-1],
-            "service_cpu_ms": 1000 * service_cpu / requests, "client_cpu_ms": 1000 * client_cpu / requests}
+            "service_cpu_ms": 1000 * service_cpu / requests, "client_cpu_ms": 1000 * client_cpu / requests,
+            "service_cores": on_cpu / wall_s, "run_queue_cores": waiting / wall_s,
+            "stage_ms": {stage: statistics.mean(values) for stage, values in stage_ms.items()}}
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -277,10 +308,15 @@ def print_report(args: argparse.Namespace, phases: list[dict], load_before: tupl
                  ready_s: float, open_s: float, memory_loaded: tuple[float, float],
                  memory_after: tuple[float, float]) -> None:
     columns = ["clients", "requests", "errors", "seconds", "requests_per_second", "p50_ms", "p95_ms",
-               "service_cpu_ms", "client_cpu_ms"]
+               "service_cpu_ms", "client_cpu_ms", "service_cores", "run_queue_cores"]
     print(format_table(["clients", "requests", "errors", "seconds", "requests/s", "p50 ms", "p95 ms",
-                        "service CPU ms/request", "client CPU ms/request"],
+                        "service CPU ms/request", "client CPU ms/request", "service cores", "run queue cores"],
                        [[phase[column] for column in columns] for phase in phases]))
+    print("service cores: CPU seconds of the service per second. run queue cores: seconds per second that its "
+          "threads were runnable but waited for a core, summed over threads.")
+    for phase in phases:
+        stages = ", ".join(f"{stage} {value:.1f}" for stage, value in phase["stage_ms"].items())
+        print(f"mean ms per stage with {phase['clients']} clients (timings_ms): {stages}")
     ratio = phases[1]["requests_per_second"] / phases[0]["requests_per_second"]
     print(f"{args.clients} clients get {ratio:.2f}x the search throughput of 1 client")
     size = (f"{args.synthetic_chunks} synthetic chunks" if args.synthetic_chunks is not None
