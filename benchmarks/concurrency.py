@@ -37,9 +37,9 @@ from benchmarks.common import REPO_ROOT, SHARED_DATA_DIR, configure_logging, for
 from evaluation.datasets import corpus_documents
 
 KNOWLEDGE_BASE = "concurrency"
-# Opening a knowledge base of a million chunks reads about 3 GB of snapshots, so its first search is slow.
+# Opening a knowledge base of a million chunks reads about 2 GB of snapshots, so its first search is slow.
 FIRST_SEARCH_TIMEOUT_S = 1800
-# On shutdown the service saves every open index, which at a million chunks rewrites those 3 GB.
+# On shutdown the service saves every open index, which at a million chunks rewrites those 2 GB.
 SHUTDOWN_TIMEOUT_S = 600
 
 
