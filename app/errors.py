@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from app.schemas import PATTERN_RULES
+from storage.knowledge_base import GraphIndexOff
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ def install_error_handlers(app: FastAPI) -> None:
                   for item in error.errors()]
         detail = ". ".join(item["msg"] for item in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(GraphIndexOff)
+    async def handle_graph_index_off(request: Request, error: GraphIndexOff) -> JSONResponse:
+        # The request names a graph feature that this deployment turned off, so the client has to change it.
+        return JSONResponse({"detail": str(error)}, status_code=InvalidInput.status_code)
 
 
 # The first part of a FastAPI error location names the source of the value, and the rest is the field's path.

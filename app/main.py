@@ -71,7 +71,8 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None,
     indices = IndexRegistry(catalog=catalog, root=settings.data_dir / "kb", dimension=embedder.dimension,
                             embedder_name=embedder.name,
                             dense_approximate_threshold=settings.dense_approximate_threshold,
-                            embedder=embedder, graph_generator=capable_generator_resolver(catalog, generators))
+                            embedder=embedder, graph_generator=capable_generator_resolver(catalog, generators),
+                            graph_index=settings.graph_index)
     # Connects on first use, so a service whose knowledge bases are all local never starts milvus-lite.
     indices.milvus = MilvusStore(settings.milvus_location,
                                  settings.milvus_token.get_secret_value() if settings.milvus_token else None)

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         "of the searches: OpenMP threads that share cores with busy request threads (or other processes) spend "
         "much of their time waiting for each other."
     )
+    graph_index: bool = Field(
+        True, description="Keep an entity graph of each knowledge base, for 'graph' retrieval, global queries and "
+        "the /graph routes. false leaves it out, and those requests get 422. The graph holds every entity in memory "
+        "and embeds the names among them, which a knowledge base of a million chunks may not afford."
+    )
     dense_approximate_threshold: int = Field(
         100_000, ge=1, description="Chunks in a knowledge base above which dense search switches from an exact "
         "FAISS index to an approximate IVF index (and back below half of it). IVF search is several times faster "

@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the benchmark scripts."""
+"""Command-line plumbing and the synthetic corpus shared by the benchmark scripts."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from app.client import ApiError, DomainRagClient, JobFailedError, JobTimeoutError
 
@@ -21,6 +24,7 @@ logger = logging.getLogger("benchmarks")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 DEFAULT_URL = "http://127.0.0.1:8000"
+_WORD = re.compile(r"\w+")
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -206,3 +210,39 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # httpx logs every request at INFO, which would bury the progress lines.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class SyntheticCorpus:
+    """Chunks of words drawn by SciFact's word frequencies, with vectors near real MiniLM chunk embeddings."""
+
+    def __init__(self, corpus_path: Path, base_vectors: np.ndarray, *, seed: int = 0,
+                 words_per_chunk: tuple[int, int] = (60, 150), noise: float = 0.6) -> None:
+        counts: Counter[str] = Counter()
+        for record in read_jsonl(corpus_path):
+            counts.update(_WORD.findall(f"{record.get('title', '')} {record['text']}".lower()))
+        self.words = np.array(list(counts))
+        self.probabilities = np.array(list(counts.values()), dtype=np.float64)
+        self.probabilities /= self.probabilities.sum()
+        self.base_vectors = base_vectors
+        self.words_per_chunk = words_per_chunk
+        self.noise = noise
+        self._rng = np.random.default_rng(seed)
+
+    def texts(self, count: int) -> list[str]:
+        low, high = self.words_per_chunk
+        lengths = self._rng.integers(low, high + 1, size=count)
+        drawn = self._rng.choice(len(self.words), size=int(lengths.sum()), p=self.probabilities)
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        return [" ".join(self.words[drawn[start:end]]) for start, end in zip(bounds[:-1], bounds[1:])]
+
+    def vectors(self, count: int) -> np.ndarray:
+        """Return unit vectors: a real embedding, plus a random share of another, plus Gaussian noise."""
+        bases = len(self.base_vectors)
+        first = self.base_vectors[self._rng.integers(0, bases, size=count)]
+        second = self.base_vectors[self._rng.integers(0, bases, size=count)]
+        mix = self._rng.uniform(0.0, 0.6, size=(count, 1)).astype(np.float32)
+        dimension = self.base_vectors.shape[1]
+        noise = self._rng.normal(0.0, self.noise / np.sqrt(dimension), size=(count, dimension)).astype(np.float32)
+        vectors = first + mix * second + noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors

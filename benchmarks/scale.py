@@ -30,11 +30,9 @@ import gc
 import json
 import logging
 import os
-import re
 import statistics
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from benchmarks.common import SHARED_DATA_DIR, format_table, read_jsonl
+from benchmarks.common import SHARED_DATA_DIR, SyntheticCorpus, format_table, read_jsonl
 from benchmarks.ingest_throughput import run as run_ingestion
 from retrievers.base import IndexedChunk
 from retrievers.bm25 import BM25Retriever
@@ -58,7 +56,6 @@ FUSION_DEPTH = 100
 RERANK_CANDIDATES = 20
 BATCH_CHUNKS = 50_000
 WARM_UP_QUERIES = 5
-_WORD = re.compile(r"\w+")
 EMPTY_EMBEDDING = np.zeros(1, dtype=np.float32)
 
 
@@ -101,42 +98,6 @@ def time_queries(run: Callable[[int], object], count: int) -> list[float]:
         run(i)
         latencies.append(1000 * (time.perf_counter() - started))
     return latencies
-
-
-class SyntheticCorpus:
-    """Chunks of words drawn by SciFact's word frequencies, with vectors near real MiniLM chunk embeddings."""
-
-    def __init__(self, corpus_path: Path, base_vectors: np.ndarray, *, seed: int = 0,
-                 words_per_chunk: tuple[int, int] = (60, 150), noise: float = 0.6) -> None:
-        counts: Counter[str] = Counter()
-        for record in read_jsonl(corpus_path):
-            counts.update(_WORD.findall(f"{record.get('title', '')} {record['text']}".lower()))
-        self.words = np.array(list(counts))
-        self.probabilities = np.array(list(counts.values()), dtype=np.float64)
-        self.probabilities /= self.probabilities.sum()
-        self.base_vectors = base_vectors
-        self.words_per_chunk = words_per_chunk
-        self.noise = noise
-        self._rng = np.random.default_rng(seed)
-
-    def texts(self, count: int) -> list[str]:
-        low, high = self.words_per_chunk
-        lengths = self._rng.integers(low, high + 1, size=count)
-        drawn = self._rng.choice(len(self.words), size=int(lengths.sum()), p=self.probabilities)
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        return [" ".join(self.words[drawn[start:end]]) for start, end in zip(bounds[:-1], bounds[1:])]
-
-    def vectors(self, count: int) -> np.ndarray:
-        """Return unit vectors: a real embedding, plus a random share of another, plus Gaussian noise."""
-        bases = len(self.base_vectors)
-        first = self.base_vectors[self._rng.integers(0, bases, size=count)]
-        second = self.base_vectors[self._rng.integers(0, bases, size=count)]
-        mix = self._rng.uniform(0.0, 0.6, size=(count, 1)).astype(np.float32)
-        dimension = self.base_vectors.shape[1]
-        noise = self._rng.normal(0.0, self.noise / np.sqrt(dimension), size=(count, dimension)).astype(np.float32)
-        vectors = first + mix * second + noise
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors
 
 
 def measure_ingestion(corpus_path: Path, documents: int, embedder: Embedder) -> tuple[dict, list[list[str]]]:

@@ -41,6 +41,10 @@ class AlreadyMigrated(RuntimeError):
     """A migration found the knowledge base already on the target backend, moved there by another request."""
 
 
+class GraphIndexOff(RuntimeError):
+    """The registry keeps no entity graph (graph_index=False), so graph search and inspection are unavailable."""
+
+
 def indexed_text(chunk: ChunkRow) -> str:
     """Return the text that every index reads: the document title, then the chunk."""
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
@@ -60,7 +64,8 @@ class KnowledgeBaseIndex:
     def __init__(self, *, knowledge_base_id: str, directory: Path, catalog: Catalog, dimension: int,
                  embedder_name: str, analyzer: Analyzer,
                  dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD, embedder: Embedder | None = None,
-                 graph_generator: GraphGeneratorResolver | None = None) -> None:
+                 graph_generator: GraphGeneratorResolver | None = None, graph_index: bool = True) -> None:
+        """`graph_index` False keeps bm25 and dense only: no entity graph is built, loaded, saved or embedded."""
         self.knowledge_base_id = knowledge_base_id
         self.embedder = embedder  # embeds entity names for the graph's query linking; None leaves that off
         self.graph_generator = graph_generator
@@ -70,6 +75,8 @@ class KnowledgeBaseIndex:
         self.embedder_name = embedder_name
         self.analyzer = analyzer
         self.dense_approximate_threshold = dense_approximate_threshold
+        self.retriever_names = RETRIEVER_NAMES if graph_index else tuple(
+            name for name in RETRIEVER_NAMES if name != "graph")
         self.retrievers: dict[str, Retriever] = {}
         self.sequence = 0
         self._unsaved_changes = 0
@@ -92,7 +99,7 @@ class KnowledgeBaseIndex:
         return graph
 
     def _reset(self) -> None:
-        self.retrievers = {name: self._new_retriever(name) for name in RETRIEVER_NAMES}
+        self.retrievers = {name: self._new_retriever(name) for name in self.retriever_names}
         self.sequence = 0
 
     def __len__(self) -> int:
@@ -136,8 +143,14 @@ class KnowledgeBaseIndex:
                            extra={"knowledge_base": self.knowledge_base_id, "snapshot_embedder": manifest.get("embedder")})
             return list(self.retrievers)
 
+        # Manifests written before the graph could be left out name no retrievers, and they cover all three.
+        saved = manifest.get("retrievers", list(RETRIEVER_NAMES))
         stale = []
         for name, retriever in self.retrievers.items():
+            if name not in saved:
+                # Saved while this retriever was left out, so its files, if any, miss the changes since.
+                stale.append(name)
+                continue
             try:
                 retriever.load(self.directory)
             except Exception as error:
@@ -198,7 +211,9 @@ class KnowledgeBaseIndex:
                 if self._unsaved_changes >= SNAPSHOT_EVERY_CHANGES:
                     self._save()
         finally:
-            self.graph.discard_prepared()
+            graph = self._local_graph()
+            if graph is not None:
+                graph.discard_prepared()
         self._sync_entity_names()
         self._rebuild_dense()
 
@@ -206,6 +221,10 @@ class KnowledgeBaseIndex:
         """Return the FAISS dense retriever, or None when Milvus serves dense search and builds its own index."""
         dense = self.retrievers["dense"]
         return dense if isinstance(dense, DenseRetriever) else None
+
+    def _local_graph(self) -> GraphRetriever | None:
+        """Return the entity graph, or None when this index leaves it out."""
+        return self.retrievers.get("graph")  # type: ignore[return-value]
 
     def _rebuild_dense(self) -> None:
         """Build a new dense index beside the live one and swap it in, without holding up searches.
@@ -243,22 +262,26 @@ class KnowledgeBaseIndex:
     def _prepare_graph(self) -> None:
         """Pick up the knowledge base's current backbone and, when it is capable, have it extract the new chunks'
         entities before the write lock is taken, so searches do not wait for the generator."""
-        if self.graph_generator is None:
+        graph = self._local_graph()
+        if self.graph_generator is None or graph is None:
             return
         generator = self.graph_generator(self.knowledge_base_id)
-        self.graph.use_generator(generator)
+        graph.use_generator(generator)
         if generator is None:
             return
         added = {rowid for _, rowid, operation in self.catalog.changes_since(self.knowledge_base_id, self.sequence)
                  if operation == "add"}
         rows = self.catalog.get_chunks(sorted(added))
-        self.graph.prepare([IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding)
-                            for row in rows])
+        graph.prepare([IndexedChunk(rowid=row.rowid, text=indexed_text(row), embedding=row.embedding)
+                       for row in rows])
 
     def _sync_entity_names(self) -> None:
         """Embed the names of new graph entities outside the write lock; only the comparison takes a read lock."""
+        graph = self._local_graph()
+        if graph is None:
+            return
         try:
-            embedded = self.graph.sync_names(self._lock.read)
+            embedded = graph.sync_names(self._lock.read)
         except Exception as error:  # exact and partial name matching still link the query without the vectors
             logger.warning("embedding graph entity names failed", extra={"knowledge_base": self.knowledge_base_id,
                                                                          "error": str(error)})
@@ -277,7 +300,7 @@ class KnowledgeBaseIndex:
         for retriever in self.retrievers.values():
             retriever.save(self.directory)
         manifest = {"sequence": self.sequence, "embedder": self.embedder_name, "dimension": self.dimension,
-                    "chunks": len(self)}
+                    "chunks": len(self), "retrievers": list(self.retrievers)}
         temporary = self.directory / (MANIFEST + ".tmp")
         with open(temporary, "w") as handle:
             json.dump(manifest, handle)
@@ -288,6 +311,8 @@ class KnowledgeBaseIndex:
         self._unsaved_changes = 0
 
     def search(self, *, retriever: str, query: str, query_embedding: np.ndarray | None, top_k: int) -> list[Hit]:
+        if retriever == "graph":
+            self._require_graph()
         with self._lock.read():
             return self.retrievers[retriever].search(query, query_embedding, top_k)
 
@@ -338,9 +363,18 @@ class KnowledgeBaseIndex:
                 (self.directory / leftover).unlink(missing_ok=True)
         return copied
 
+    def _require_graph(self) -> GraphRetriever:
+        graph = self._local_graph()
+        if graph is None:
+            raise GraphIndexOff("graph retrieval, global queries and the /graph routes are turned off on this "
+                                "service (DOMAINRAG_GRAPH_INDEX=false), which keeps no entity graph. Search with "
+                                "'bm25' and 'dense' instead.")
+        return graph
+
     @property
     def graph(self) -> GraphRetriever:
-        return self.retrievers["graph"]  # type: ignore[return-value]
+        """The entity graph; raises GraphIndexOff when this index leaves it out."""
+        return self._require_graph()
 
     def find_entities(self, query: str, *, limit: int) -> list[EntityInfo]:
         with self._lock.read():
@@ -367,9 +401,10 @@ class IndexRegistry:
 
     def __init__(self, *, catalog: Catalog, root: Path, dimension: int, embedder_name: str,
                  dense_approximate_threshold: int = DEFAULT_APPROXIMATE_THRESHOLD, embedder: Embedder | None = None,
-                 graph_generator: GraphGeneratorResolver | None = None) -> None:
+                 graph_generator: GraphGeneratorResolver | None = None, graph_index: bool = True) -> None:
         self.catalog = catalog
         self.embedder = embedder
+        self.graph_index = graph_index
         self.graph_generator = graph_generator
         self.root = root
         self.dimension = dimension
@@ -421,7 +456,8 @@ class IndexRegistry:
                                            dimension=self.dimension, embedder_name=self.embedder_name,
                                            analyzer=self.analyzer,
                                            dense_approximate_threshold=self.dense_approximate_threshold,
-                                           embedder=self.embedder, graph_generator=self.graph_generator)
+                                           embedder=self.embedder, graph_generator=self.graph_generator,
+                                           graph_index=self.graph_index)
                 self._attach_backend(index)
                 index.open()
                 with self._lock:
