@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -89,7 +89,14 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"loc": list(item["loc"]), "type": item["type"], "msg": describe_validation_error(item, endpoint)}
                   for item in error.errors()]
         detail = ". ".join(item["msg"] for item in errors)
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        content = {"detail": detail, "errors": errors}
+        try:
+            body = json.dumps(content, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # The message echoes a lone surrogate such as "\ud800", which UTF-8 cannot encode, so send the
+            # JSON with every non-ASCII character escaped instead.
+            body = json.dumps(content).encode("ascii")
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(GraphIndexOff)
     async def handle_graph_index_off(request: Request, error: GraphIndexOff) -> JSONResponse:
@@ -126,7 +133,8 @@ def describe_validation_error(error: dict[str, Any], endpoint: Callable | None) 
     # The declared limits override ctx because they keep the numbers as written, where ctx shows lt=1 as 1.0.
     limits = {**(error.get("ctx") or {}), **_declared_limits(endpoint, loc)}
     if kind == "extra_forbidden":
-        return _unknown_field_message(name, loc, _body_model(endpoint))
+        # A key is named as sent, so an empty key shows as '' rather than as the whole body.
+        return _unknown_field_message(str(loc[-1]) if len(loc) > 1 else name, loc, _body_model(endpoint))
     if kind == "json_invalid":
         reason = limits.get("error", "invalid JSON")
         return f"request body is not valid JSON ({reason} at character {loc[-1]}); send one JSON object"
@@ -137,7 +145,7 @@ def describe_validation_error(error: dict[str, Any], endpoint: Callable | None) 
         return f"missing required {where} {name!r}"
     if kind in ("model_attributes_type", "dict_type", "model_type") and loc == ("body",):
         return "request body must be a JSON object, sent with Content-Type: application/json"
-    if kind in _RANGE_ERRORS:
+    if kind in _RANGE_ERRORS or (kind == "finite_number" and _range_rule(limits)):
         return f"{name} must be {_range_rule(limits)}; got {got}"
     if kind == "multiple_of":
         return f"{name} must be a multiple of {limits['multiple_of']}; got {got}"
@@ -154,6 +162,8 @@ def describe_validation_error(error: dict[str, Any], endpoint: Callable | None) 
         if rule is not None:
             return f"invalid {name} {got}; use {rule}"
         return f"{name} must match the regular expression {limits.get('pattern')!r}; got {got}"
+    if kind == "string_unicode":
+        return f"{name} must be valid Unicode text, without lone surrogates such as \\ud800; got {got}"
     if kind in _EXPECTED_TYPES:
         return f"{name} must be {_EXPECTED_TYPES[kind]}; got {got}"
     message = error["msg"].removeprefix("Value error, ")
@@ -185,6 +195,10 @@ def format_input(value: Any, *, quoted: bool = True) -> str:
     else:
         try:
             text = json.dumps(value, ensure_ascii=False)
+            # A lone surrogate cannot reach the client as UTF-8, so show it as the escape the client sent.
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value)
         except (TypeError, ValueError):
             text = repr(value)
     return text if len(text) <= MAX_SHOWN_INPUT_CHARS else text[:MAX_SHOWN_INPUT_CHARS] + "..."

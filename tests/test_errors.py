@@ -134,3 +134,27 @@ def test_long_input_cut_short():
 
 def test_unserialisable_input_shown_by_repr():
     assert format_input(b"\xff") == "b'\\xff'"
+
+
+def raw_message(client: TestClient, content: bytes) -> str:
+    response = client.post("/probe", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    return response.json()["detail"]
+
+
+def test_lone_surrogate_is_422_not_500(probe):
+    # "\ud800" is valid JSON but no Unicode character, so UTF-8 cannot encode the message that echoes it.
+    assert raw_message(probe, b'{"text": "a\\ud800"}') == ("text must be valid Unicode text, without lone "
+                                                          'surrogates such as \\ud800; got "a\\ud800"')
+
+
+def test_lone_surrogate_in_key(probe):
+    assert raw_message(probe, b'{"\\udfff": 1}').startswith("request body must be valid Unicode text")
+
+
+def test_not_a_number_gets_the_range(probe):
+    assert raw_message(probe, b'{"count": NaN}') == "count must be between 1 and 50; got NaN"
+
+
+def test_empty_key_is_named_as_sent(probe):
+    assert message(probe, {"": 1}).startswith("unknown field ''; valid fields are:")
