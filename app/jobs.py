@@ -113,12 +113,24 @@ class JobRunner:
                 logger.warning("job taken over by another replica; stopped working on it",
                                extra={"job": job.id, "replica": self.worker})
             except Exception:
-                logger.exception("ingestion job crashed", extra={"job": job.id})
-                self._fail(job.id, "internal error while ingesting; see the service log")
+                if self._knowledge_base_deleted(job):
+                    # Deleting a knowledge base deletes its jobs, so the job's writes fail and nobody can read
+                    # its status any more; that is not a crash.
+                    logger.info("knowledge base deleted while its ingestion job ran; job stopped",
+                                extra={"job": job.id, "knowledge_base": job.knowledge_base_id})
+                else:
+                    logger.exception("ingestion job crashed", extra={"job": job.id})
+                    self._fail(job.id, "internal error while ingesting; see the service log")
             finally:
                 self._current = None
                 if self._stopping.is_set():
                     self._release(job.id)
+
+    def _knowledge_base_deleted(self, job: Job) -> bool:
+        try:
+            return self.services.catalog.get_knowledge_base(job.knowledge_base_id) is None
+        except Exception:
+            return False
 
     def _claim(self) -> Job | None:
         """Claim the next job from the catalog, or return None when there is none or the catalog failed."""

@@ -1,7 +1,12 @@
 """The REST contract end to end through httpx, with the fake embedder and generator."""
 
+import logging
+import sqlite3
+import threading
+
 from fastapi.testclient import TestClient
 
+from app.jobs import JobRunner
 from tests.conftest import BOTH_INDEX_BACKENDS
 from tests.conftest import (ADMIN_KEY, BOTH_CATALOGS, MEDICAL_DOCUMENTS, create_tenant, stored_catalog_bytes,
                             upload_ndjson, wait_for_job)
@@ -363,6 +368,27 @@ class TestAliases:
         assert response.json()["deleted_aliases"] == ["canary", "live"]
         assert [row["name"] for row in client.get("/v1/aliases", headers=tenant).json()["data"]] == ["next"]
         assert client.get("/v1/knowledge-bases/live", headers=tenant).status_code == 404
+
+    def test_deleting_knowledge_base_during_its_job_is_no_crash(self, client, tenant, monkeypatch, caplog):
+        kb_id = create_kb(client, tenant, "v1")["id"]
+        ran = threading.Event()
+
+        def delete_then_write(runner, job):
+            # What a DELETE racing the job does: the knowledge base and its jobs go, then the job's write fails.
+            runner.services.catalog.delete_knowledge_base(kb_id)
+            ran.set()
+            raise sqlite3.IntegrityError("FOREIGN KEY constraint failed")
+
+        monkeypatch.setattr(JobRunner, "_run_job", delete_then_write)
+        with caplog.at_level(logging.INFO, logger="app.jobs"):
+            response = client.post("/v1/knowledge-bases/v1/documents", content=b'{"id": "a", "text": "x"}',
+                                   headers={**tenant, "Content-Type": "application/x-ndjson"})
+            assert response.status_code == 202
+            assert ran.wait(30)
+            client.app.state.services.jobs.wait_idle()
+        messages = [record.getMessage() for record in caplog.records if record.name == "app.jobs"]
+        assert "ingestion job crashed" not in messages
+        assert "knowledge base deleted while its ingestion job ran; job stopped" in messages
 
     def test_alias_to_missing_knowledge_base_is_404(self, client, tenant):
         response = client.put("/v1/aliases/live", json={"knowledge_base": "ghost"}, headers=tenant)
