@@ -296,11 +296,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_api_error(error: ApiError) -> str:
+    """Return the service's own message for a failed request, or the whole error when it sent none."""
+    try:
+        detail = json.loads(error.body).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if not isinstance(detail, str) or not detail:
+        return str(error)
+    return f"{detail} (HTTP {error.status_code} from {error.method} {error.url})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ApiError, JobFailedError) as error:
+    except ApiError as error:
+        print(f"error: {describe_api_error(error)}", file=sys.stderr)
+        # A 4xx names something in the command to change, like a usage error; a 5xx is the service's failure.
+        return 2 if 400 <= error.status_code < 500 else 1
+    except JobFailedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except MissingApiKeyError:

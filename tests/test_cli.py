@@ -84,3 +84,16 @@ def test_ingest_rejects_unknown_backend(capsys):
         main(["ingest", "docs", "--kb", "notes", "--create", "--backend", "faiss"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'faiss'" in capsys.readouterr().err
+
+
+def test_rejected_request_is_one_line_error(service, tmp_path, capsys):
+    base_url, key = service
+    document = tmp_path / "aspirin.txt"
+    document.write_text("Low-dose aspirin reduces the risk of myocardial infarction.")
+
+    status = main(["ingest", str(document), "--kb", "bad name", "--create", "--url", base_url, "--api-key", key])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: invalid name \"bad name\"; use ")
+    assert "(HTTP 422 from POST " in error
+    assert "\"errors\"" not in error
