@@ -114,8 +114,8 @@ class JobRunner:
                                extra={"job": job.id, "replica": self.worker})
             except Exception:
                 if self._knowledge_base_deleted(job):
-                    # Deleting a knowledge base deletes its jobs, so the job's writes fail and no client can read
-                    # its status any more; that is not a crash.
+                    # Deleting a knowledge base deletes its jobs too, so the job's writes fail. No client can read
+                    # the job's status any more, and nothing crashed.
                     logger.info("knowledge base deleted while its ingestion job ran; job stopped",
                                 extra={"job": job.id, "knowledge_base": job.knowledge_base_id})
                 else:

@@ -135,8 +135,8 @@ def upload_ndjson(client: TestClient, headers: dict[str, str], kb: str, document
 
 
 def wait_for_job(client: TestClient, headers: dict[str, str], job_id: str, timeout: float = 120.0) -> dict:
-    # Generous, because a job that embeds with the real models on a busy 2-core machine can take over 30 s;
-    # a job that finishes returns at once, so passing tests do not wait longer.
+    # Generous, because a job that embeds with the real models on a busy 2-core machine can take over 30 s.
+    # A finished job returns at once, so passing tests do not wait longer.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
